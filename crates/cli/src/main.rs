@@ -1,0 +1,59 @@
+//! The `agentbox` command. Parses flags and the policy file into one `PolicySpec`, validates it,
+//! and hands it to the runtime. This process is single-threaded: it is the freshly exec'd process
+//! that sets up the sandbox (the runtime refuses to fork from a threaded process).
+
+mod run_args;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use agentbox_runtime::exit_code;
+
+/// agentbox: run untrusted code in a sandbox, along a spectrum of isolation tiers behind one policy.
+#[derive(Debug, Parser)]
+#[command(name = "agentbox", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in a fresh sandbox and exit with its exit code.
+    ///
+    /// Exit codes: the command's own code, or 128+N when signal N killed it; 123 sandbox setup
+    /// failed on this host; 124 the timeout ended the run; 125 invalid input (policy, flag, path);
+    /// 126 the command cannot be executed; 127 the command does not exist in the sandbox.
+    Run(run_args::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("agentbox: {first}");
+            return ExitCode::from(exit_code::INVALID_INPUT as u8);
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => run_args::run(args),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,166 @@
+//! `agentbox run`: its flags, their merge over a policy file, and the run itself.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use agentbox_policy::{MountSpec, NetworkSpec, PolicySpec};
+use agentbox_runtime::exit_code;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Flags override the policy file. The chroot tier is NOT a security boundary: \
+it only changes the root directory and drops to an unprivileged uid; use it for speed with trusted code."
+)]
+pub struct RunArgs {
+    /// Read the policy from this TOML file (unknown fields are refused); flags override it.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Isolation tier: ns (namespaces, seccomp, Landlock, cgroups: the default) or chroot (chroot
+    /// and an unprivileged uid only: not a security boundary).
+    #[arg(long, value_name = "TIER")]
+    tier: Option<String>,
+    /// Root filesystem: host (read-only views of the host's /usr, /bin, /lib* and a minimal /etc)
+    /// or the absolute path of a root filesystem directory (used as the lower layer of an overlay).
+    #[arg(long, value_name = "host|DIR")]
+    image: Option<String>,
+    /// Bind this host directory read-write at /workspace (default: an empty, ephemeral /workspace).
+    #[arg(long, value_name = "HOSTDIR")]
+    workspace: Option<String>,
+    /// Bind a host path read-only into the sandbox (repeatable).
+    #[arg(long = "ro", value_name = "HOST:SANDBOX")]
+    read_only: Vec<String>,
+    /// Bind a host path read-write into the sandbox (repeatable).
+    #[arg(long = "rw", value_name = "HOST:SANDBOX")]
+    read_write: Vec<String>,
+    /// Network: none (an empty network namespace with loopback only; the only mode for now).
+    #[arg(long, value_name = "MODE")]
+    net: Option<String>,
+    /// Memory limit of the whole sandbox, without swap (e.g. 512M, 2G; default 1G).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU bandwidth in CPUs (e.g. 1.5; default unlimited).
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Maximum number of processes and threads in the sandbox (default 1024).
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// Wall-clock limit; at the limit the whole sandbox is killed and agentbox exits 124 (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Size of the writable scratch space: the root's ephemeral layer, /tmp, /workspace (default 1G).
+    #[arg(long, value_name = "SIZE")]
+    disk: Option<String>,
+    /// Set an environment variable in the sandbox (repeatable). Nothing else is inherited from the
+    /// host but PATH, HOME, LANG and TERM defaults.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory inside the sandbox (default /workspace).
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// Numeric uid (and gid) of the command inside the sandbox (default 0, never root on the host).
+    #[arg(long, value_name = "UID")]
+    user: Option<u32>,
+    /// Write the exit record (how and why the run ended, peak memory, limits hit) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    exit_record: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
+    eprintln!("agentbox: {message}");
+    code
+}
+
+/// Builds the spec: the policy file (if any), then every flag on top.
+fn spec_from(args: &RunArgs) -> Result<PolicySpec, String> {
+    let mut spec = match &args.policy {
+        None => PolicySpec::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("policy file {}: {e}", path.display()))?;
+            PolicySpec::from_toml(&path.display().to_string(), &text).map_err(|e| e.to_string())?
+        }
+    };
+    let set = |slot: &mut Option<String>, value: &Option<String>| {
+        if value.is_some() {
+            slot.clone_from(value);
+        }
+    };
+    set(&mut spec.tier, &args.tier);
+    set(&mut spec.image, &args.image);
+    set(&mut spec.workspace, &args.workspace);
+    set(&mut spec.cwd, &args.cwd);
+    set(&mut spec.limits.memory, &args.memory);
+    set(&mut spec.limits.cpus, &args.cpus);
+    set(&mut spec.limits.timeout, &args.timeout);
+    set(&mut spec.limits.disk, &args.disk);
+    if args.pids.is_some() {
+        spec.limits.pids = args.pids;
+    }
+    if args.user.is_some() {
+        spec.user = args.user;
+    }
+    if let Some(mode) = &args.net {
+        spec.network = Some(NetworkSpec { mode: mode.clone() });
+    }
+    for (flag, list, writable) in [
+        ("--ro", &args.read_only, false),
+        ("--rw", &args.read_write, true),
+    ] {
+        for item in list {
+            let (source, target) = match item.split_once(':') {
+                Some((s, t)) => (s.to_string(), t.to_string()),
+                None => (item.clone(), item.clone()),
+            };
+            if source.is_empty() || target.is_empty() {
+                return Err(format!("{flag} {item:?}: expected HOST:SANDBOX"));
+            }
+            spec.mounts.push(MountSpec::Bind {
+                source,
+                target,
+                writable,
+            });
+        }
+    }
+    for item in &args.env {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("--env {item:?}: expected K=V"))?;
+        spec.env.insert(k.to_string(), v.to_string());
+    }
+    Ok(spec)
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    let spec = match spec_from(&args) {
+        Ok(spec) => spec,
+        Err(message) => return fail(exit_code::INVALID_INPUT, message),
+    };
+    let term = std::env::var("TERM").ok();
+    let policy = match spec.validate(term.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
+    };
+    match agentbox_runtime::run(&policy, &args.command) {
+        Ok(record) => {
+            if let Some(notice) = record.notice(policy.limits.timeout) {
+                eprintln!("agentbox: {notice}");
+            }
+            if let Some(path) = &args.exit_record {
+                let json = serde_json_string(&record);
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!("agentbox: exit record {}: {e}", path.display());
+                }
+            }
+            record.exit_code
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+fn serde_json_string(record: &agentbox_runtime::ExitRecord) -> String {
+    agentbox_runtime::record::to_json(record)
+}

@@ -1,0 +1,85 @@
+//! `PolicySpec`: the policy exactly as written in a TOML/JSON file or assembled from CLI flags.
+//! Every field is optional here; defaults and range checks are applied by `validate`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::PolicyError;
+
+/// A policy as a user writes it. Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Isolation tier: `ns` (default) or `chroot`.
+    pub tier: Option<String>,
+    /// `host` (default) or the absolute path of a root filesystem directory.
+    pub image: Option<String>,
+    /// A host directory bound read-write at `/workspace`.
+    pub workspace: Option<String>,
+    /// Extra mounts, in order.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    pub network: Option<NetworkSpec>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// Environment of the command. Nothing is inherited from the host except PATH, HOME, LANG, TERM
+    /// defaults; entries here override those.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the sandbox (default `/workspace`).
+    pub cwd: Option<String>,
+    /// Numeric uid (and gid) of the command inside the sandbox (default 0, which is unprivileged on
+    /// the host).
+    pub user: Option<u32>,
+}
+
+/// One mount. A tagged enum, so that a bind and a tmpfs cannot be confused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MountSpec {
+    /// A host path made visible inside the sandbox.
+    Bind {
+        source: String,
+        target: String,
+        #[serde(default)]
+        writable: bool,
+    },
+    /// A fresh, empty, writable tmpfs.
+    Tmpfs {
+        target: String,
+        size: Option<String>,
+    },
+}
+
+/// Network policy. Only `none` exists until the network issue lands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub mode: String,
+}
+
+/// Resource limits as written (`"512M"`, `"1.5"`, `"30s"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Memory limit, no swap (`512M`). Default 1G.
+    pub memory: Option<String>,
+    /// CPU bandwidth in CPUs (`1.5`). Default: unlimited.
+    pub cpus: Option<String>,
+    /// Maximum number of processes and threads. Default 1024.
+    pub pids: Option<u64>,
+    /// Wall-clock limit (`30s`, `5m`). Default: none.
+    pub timeout: Option<String>,
+    /// Size of each writable scratch filesystem (`/tmp`, the root's upper layer). Default 1G.
+    pub disk: Option<String>,
+    /// Maximum open files per process. Default 1024.
+    pub nofile: Option<u64>,
+}
+
+impl PolicySpec {
+    /// Parses a TOML policy file. `source` names the file in the error.
+    pub fn from_toml(source: &str, text: &str) -> Result<Self, PolicyError> {
+        toml::from_str(text).map_err(|e| PolicyError::parse(source, e.message()))
+    }
+}

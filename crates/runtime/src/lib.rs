@@ -1,0 +1,18 @@
+//! agentbox runtime: the tiers, the translation of a validated policy into mechanism (mount plan,
+//! seccomp program, Landlock rules, cgroup writes; all pure and unit-tested), and the lifecycle of a
+//! run. Safe Rust only: every syscall goes through `agentbox-sys`.
+
+mod build;
+pub mod cgroup;
+mod error;
+pub mod host;
+mod launch;
+pub mod plan;
+pub mod record;
+pub mod seccomp;
+mod supervise;
+pub mod uidmap;
+
+pub use error::{exit_code, RunError};
+pub use record::{ExitRecord, Reason};
+pub use supervise::run;

@@ -1,0 +1,86 @@
+//! Host uid ranges for sandboxes. Each running sandbox holds a slot: a range of 65536 host uids
+//! (and gids) that its user namespace maps to 0-65535 inside, so two sandboxes never share a host
+//! uid. A slot is a file under /run/agentbox/slots holding the owner's pid; a slot whose owner is
+//! dead is taken over.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::RunError;
+
+const SLOTS_DIR: &str = "/run/agentbox/slots";
+const SLOT_COUNT: u32 = 4096;
+/// First host uid handed to sandboxes: far above any distribution's regular or subordinate ids.
+pub const UID_BASE: u32 = 0x1000_0000;
+/// Ids mapped per sandbox.
+pub const RANGE: u32 = 65536;
+
+/// A held uid range; released when dropped.
+pub struct Slot {
+    path: PathBuf,
+    pub base: u32,
+}
+
+impl Slot {
+    pub fn acquire() -> Result<Slot, RunError> {
+        std::fs::create_dir_all(SLOTS_DIR)
+            .map_err(|e| RunError::setup(format!("mkdir {SLOTS_DIR}"), e))?;
+        let pid = std::process::id();
+        let start = pid % SLOT_COUNT;
+        for i in 0..SLOT_COUNT {
+            let n = (start + i) % SLOT_COUNT;
+            let path = PathBuf::from(format!("{SLOTS_DIR}/{n}"));
+            for _attempt in 0..2 {
+                match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(mut f) => {
+                        f.write_all(pid.to_string().as_bytes())
+                            .map_err(|e| RunError::setup("write uid slot", e))?;
+                        return Ok(Slot {
+                            path,
+                            base: UID_BASE + n * RANGE,
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if owner_alive(&path) {
+                            break;
+                        }
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    Err(e) => return Err(RunError::setup("create uid slot", e)),
+                }
+            }
+        }
+        Err(RunError::setup(
+            "uid slot",
+            format!("all {SLOT_COUNT} uid ranges are in use"),
+        ))
+    }
+}
+
+fn owner_alive(path: &std::path::Path) -> bool {
+    match std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        Some(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        // Being written right now, or unreadable: treat as held.
+        None => true,
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Maps uids and gids 0-65535 of the user namespace of `pid` onto `base`.. on the host.
+pub fn write_maps(pid: i32, base: u32) -> Result<(), RunError> {
+    let line = format!("0 {base} {RANGE}\n");
+    for file in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{file}"), &line)
+            .map_err(|e| RunError::setup(format!("write {file}"), e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The only crate of agentbox that holds `unsafe` code and raw syscalls. Every block states why it is
+//! sound in a `// SAFETY:` comment. Everything here is a thin, typed wrapper: policy decisions live in
+//! `agentbox-runtime`, never here.
+
+pub mod caps;
+pub mod creds;
+mod error;
+pub mod exec;
+pub mod fd;
+pub mod landlock;
+pub mod mount;
+pub mod net;
+pub mod process;
+pub mod rlimit;
+pub mod seccomp;
+pub mod signal;
+
+pub use error::SysError;
+
+/// Converts a -1/errno return into a `SysError` naming the operation.
+fn check(
+    ret: libc::c_long,
+    op: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<libc::c_long, SysError> {
+    if ret == -1 {
+        Err(SysError::last(op, what()))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstring(path: &std::path::Path) -> Result<std::ffi::CString, SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| SysError::new("path", path.display().to_string(), libc::EINVAL))
+}

@@ -1,0 +1,205 @@
+//! Process creation (clone into new namespaces, fork), waiting, killing, and per-process prctl bits.
+
+use std::time::Duration;
+
+use crate::{check, SysError};
+
+/// Namespace flags, re-exported so callers need not depend on libc.
+pub mod ns {
+    pub const USER: u64 = libc::CLONE_NEWUSER as u64;
+    pub const MOUNT: u64 = libc::CLONE_NEWNS as u64;
+    pub const PID: u64 = libc::CLONE_NEWPID as u64;
+    pub const NET: u64 = libc::CLONE_NEWNET as u64;
+    pub const IPC: u64 = libc::CLONE_NEWIPC as u64;
+    pub const UTS: u64 = libc::CLONE_NEWUTS as u64;
+    pub const CGROUP: u64 = libc::CLONE_NEWCGROUP as u64;
+}
+
+/// Which side of a fork we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fork {
+    Parent(i32),
+    Child,
+}
+
+/// Number of threads of the current process, from /proc/self/stat.
+pub fn thread_count() -> Result<usize, SysError> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| {
+        SysError::new(
+            "read",
+            "/proc/self/stat",
+            e.raw_os_error().unwrap_or(libc::EIO),
+        )
+    })?;
+    // Field 20 (num_threads), counted after the parenthesised command name, which may hold spaces.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| SysError::new("parse", "/proc/self/stat", libc::EINVAL))
+}
+
+/// Forks, optionally into new namespaces (`flags` from [`ns`]). Refuses to run in a multi-threaded
+/// process: the child of a threaded fork may inherit locks held by threads that do not exist in it.
+pub fn fork_with_namespaces(flags: u64) -> Result<Fork, SysError> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(SysError::new(
+            "fork",
+            format!("from a process with {threads} threads"),
+            libc::EDEADLK,
+        ));
+    }
+    // SAFETY: the raw clone syscall with no new stack (0) behaves like fork: the child continues on
+    // a copy of this address space. The process is single-threaded (checked above), so no other
+    // thread can hold a lock (allocator, stdio) that the child would inherit in a locked state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match check(ret, "clone", || format!("flags {flags:#x}"))? {
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid as i32)),
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell convention: the code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Waits for `pid` (-1: any child). `Ok(None)` when `nohang` and nothing has exited, or when there
+/// are no children left (ECHILD).
+pub fn wait(pid: i32, nohang: bool) -> Result<Option<(i32, Exit)>, SysError> {
+    let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 } | libc::__WALL;
+    loop {
+        // SAFETY: waitpid writes only to `status`, a valid i32 we own.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if ret == -1 {
+            let err = SysError::last("waitpid", pid.to_string());
+            match err.errno() {
+                libc::EINTR => continue,
+                libc::ECHILD => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        let exit = if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        };
+        return Ok(Some((ret, exit)));
+    }
+}
+
+/// Sends `signal` to `pid`. ESRCH (already gone) is not an error.
+pub fn kill(pid: i32, signal: i32) -> Result<(), SysError> {
+    // SAFETY: kill has no memory arguments.
+    let ret = unsafe { libc::kill(pid, signal) };
+    if ret == -1 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) {
+        return Err(SysError::last("kill", pid.to_string()));
+    }
+    Ok(())
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// Starts a new session (detaches from the controlling terminal).
+pub fn setsid() -> Result<(), SysError> {
+    // SAFETY: setsid has no arguments.
+    let ret = unsafe { libc::setsid() };
+    check(ret as libc::c_long, "setsid", String::new)?;
+    Ok(())
+}
+
+fn prctl(option: libc::c_int, arg: libc::c_ulong, name: &'static str) -> Result<(), SysError> {
+    // SAFETY: every option passed here (PDEATHSIG, NO_NEW_PRIVS, DUMPABLE, CHILD_SUBREAPER) takes
+    // plain integers, no pointers.
+    let ret = unsafe {
+        libc::prctl(
+            option,
+            arg,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    check(ret as libc::c_long, "prctl", || name.to_string())?;
+    Ok(())
+}
+
+/// Asks the kernel to send `signal` to this process when its parent dies.
+pub fn set_parent_death_signal(signal: i32) -> Result<(), SysError> {
+    prctl(
+        libc::PR_SET_PDEATHSIG,
+        signal as libc::c_ulong,
+        "PR_SET_PDEATHSIG",
+    )
+}
+
+/// Sets `no_new_privs`: execve can never grant privileges again (setuid bits, file caps).
+pub fn set_no_new_privs() -> Result<(), SysError> {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+}
+
+/// Makes the process non-dumpable: no core dumps, /proc/PID files owned by root, no ptrace attach.
+pub fn set_dumpable(dumpable: bool) -> Result<(), SysError> {
+    prctl(
+        libc::PR_SET_DUMPABLE,
+        dumpable as libc::c_ulong,
+        "PR_SET_DUMPABLE",
+    )
+}
+
+/// Leaves the calling process's namespaces of the given kinds for new ones.
+pub fn unshare(flags: u64) -> Result<(), SysError> {
+    // SAFETY: unshare takes only flags.
+    let ret = unsafe { libc::unshare(flags as libc::c_int) };
+    check(ret as libc::c_long, "unshare", || format!("{flags:#x}"))?;
+    Ok(())
+}
+
+/// Sets the hostname of the current UTS namespace.
+pub fn set_hostname(name: &str) -> Result<(), SysError> {
+    // SAFETY: the pointer and length describe `name`'s bytes, valid for the call.
+    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    check(ret as libc::c_long, "sethostname", || name.to_string())?;
+    Ok(())
+}
+
+/// Exits immediately without running destructors or flushing stdio (the child side of a fork).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sleeps, resuming after signals until `d` has passed.
+pub fn sleep(d: Duration) {
+    std::thread::sleep(d);
+}

@@ -1,0 +1,84 @@
+//! Signal handling without handlers: signals are blocked and taken synchronously with
+//! `sigtimedwait`, so the supervisor and the sandbox init are plain loops with no async-signal rules.
+
+use std::time::Duration;
+
+use crate::SysError;
+
+pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+/// A saved signal mask, to restore in a child before it execs.
+#[derive(Clone, Copy)]
+pub struct SavedMask(libc::sigset_t);
+
+/// Blocks every signal in the calling thread and returns the previous mask.
+pub fn block_all() -> Result<SavedMask, SysError> {
+    // SAFETY: `all` and `old` are plain sigset_t values owned by this frame; sigfillset initialises
+    // `all`, and sigprocmask writes the old mask into `old`.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        if libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old) == -1 {
+            return Err(SysError::last("sigprocmask", "block all"));
+        }
+        Ok(SavedMask(old))
+    }
+}
+
+/// Restores a mask saved by [`block_all`], and resets every handler to its default, as a freshly
+/// exec'd program expects.
+pub fn restore(mask: SavedMask) -> Result<(), SysError> {
+    for signo in 1..libc::SIGRTMAX() {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition for every catchable signal; errors (for signals
+        // reserved by libc) are harmless and ignored.
+        unsafe { libc::signal(signo, libc::SIG_DFL) };
+    }
+    // SAFETY: `mask.0` is a sigset_t obtained from sigprocmask.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut()) } == -1 {
+        return Err(SysError::last("sigprocmask", "restore"));
+    }
+    Ok(())
+}
+
+/// A signal taken by [`wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub signo: i32,
+    /// The sender's pid (for SIGCHLD, the child's).
+    pub pid: i32,
+}
+
+/// Waits for any (blocked) signal, at most `timeout`. `Ok(None)` on timeout.
+pub fn wait(timeout: Option<Duration>) -> Result<Option<Received>, SysError> {
+    // SAFETY: `set` and `info` are owned by this frame; sigfillset initialises `set`; sigtimedwait
+    // writes `info`; `ts` outlives the call. A null timeout pointer means wait forever.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let signo = libc::sigtimedwait(&set, &mut info, ts_ptr);
+        if signo == -1 {
+            let err = SysError::last("sigtimedwait", "");
+            return match err.errno() {
+                libc::EAGAIN => Ok(None),
+                libc::EINTR => Ok(Some(Received { signo: 0, pid: 0 })),
+                _ => Err(err),
+            };
+        }
+        Ok(Some(Received {
+            signo,
+            pid: info.si_pid(),
+        }))
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the Debian packages agentbox's tests and benchmarks use, when missing:
+# python3 (the probes run it inside sandboxes), bubblewrap and util-linux (peers in the
+# benchmark), hyperfine (the benchmark driver), iproute2 (network checks).
+set -euo pipefail
+missing=()
+for pkg in python3 bubblewrap hyperfine util-linux iproute2; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}"
+fi
