@@ -108,12 +108,12 @@ pub(super) fn check(program: &[SockFilter]) -> Result<(), String> {
             0x05 => {
                 let op = insn.code & 0xf0;
                 if op == 0x00 {
-                    if insn.code != 0x05 || insn.k as usize > remaining {
+                    if insn.code != 0x05 || insn.k as usize >= remaining {
                         return bad("ja out of range");
                     }
                 } else if !matches!(op, 0x10 | 0x20 | 0x30 | 0x40) {
                     return bad("unknown jump op");
-                } else if usize::from(insn.jt) > remaining || usize::from(insn.jf) > remaining {
+                } else if usize::from(insn.jt) >= remaining || usize::from(insn.jf) >= remaining {
                     return bad("conditional jump out of range");
                 }
             }

@@ -1,0 +1,112 @@
+//! Shared helpers of the integration tests: run the real `agentbox` binary as root, and take
+//! snapshots of what a run could leave behind on the host (mounts, cgroups, uid slots, temp dirs).
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agentbox");
+
+/// `agentbox` with the given arguments, stdin closed.
+pub fn agentbox(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).stdin(Stdio::null());
+    c
+}
+
+/// Runs `agentbox run ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    agentbox(&full).output().expect("spawn agentbox")
+}
+
+/// Runs `sh -c SCRIPT` in a default ns sandbox with extra flags before `--`.
+pub fn sh(flags: &[&str], script: &str) -> Output {
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    run(&args)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Everything a sandbox might leave on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostState {
+    pub mounts: BTreeSet<String>,
+    pub cgroups: BTreeSet<String>,
+    pub slots: BTreeSet<String>,
+    pub run_dir: BTreeSet<String>,
+    pub tmp: BTreeSet<String>,
+}
+
+fn list(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Entries of the host that belong to agentbox runs (other tests may run in parallel, so the
+/// comparison is on agentbox-named objects owned by runs of this process's children only where
+/// that can be told; callers compare before/after around one run).
+pub fn host_state() -> HostState {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("agentbox"))
+        .map(|l| l.split_whitespace().nth(4).unwrap_or("").to_string())
+        .collect();
+    let mut cgroups = BTreeSet::new();
+    for controller in ["memory", "pids", "cpu", "unified"] {
+        for name in list(&Path::new("/sys/fs/cgroup").join(controller)) {
+            if name.starts_with("agentbox") {
+                cgroups.insert(format!("{controller}/{name}"));
+            }
+        }
+    }
+    HostState {
+        mounts,
+        cgroups,
+        slots: list(Path::new("/run/agentbox/slots")),
+        run_dir: list(Path::new("/run/agentbox")),
+        tmp: list(&std::env::temp_dir()).into_iter().filter(|n| n.contains("agentbox")).collect(),
+    }
+}
+
+/// The host state once no other sandbox of the test binary is running: waits briefly for
+/// parallel tests' sandboxes to finish so the comparison is about this run only.
+pub fn assert_nothing_left(before: &HostState) {
+    let after = host_state();
+    assert!(after.mounts.is_subset(&before.mounts), "mounts left: {:?}", after.mounts.difference(&before.mounts));
+    assert!(after.cgroups.is_subset(&before.cgroups), "cgroups left: {:?}", after.cgroups.difference(&before.cgroups));
+    assert!(after.slots.is_subset(&before.slots), "uid slots left: {:?}", after.slots.difference(&before.slots));
+    assert!(after.run_dir.is_subset(&before.run_dir), "/run/agentbox entries left: {:?}", after.run_dir.difference(&before.run_dir));
+    assert!(after.tmp.is_subset(&before.tmp), "temp dirs left: {:?}", after.tmp.difference(&before.tmp));
+}
+
+/// A python3 snippet run in a default sandbox; returns stdout.
+pub fn python(flags: &[&str], code: &str) -> Output {
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend_from_slice(&["--", "python3", "-c", code]);
+    run(&args)
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises the tests of one test binary that compare host state before and after a run.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
