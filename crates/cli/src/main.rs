@@ -42,13 +42,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("agentbox: {first}");
+            eprintln!("agentbox: {}", one_line(&e.to_string()));
             return ExitCode::from(exit_code::INVALID_INPUT as u8);
         }
     };
@@ -56,4 +50,33 @@ fn main() -> ExitCode {
         Command::Run(args) => run_args::run(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// clap's error text on one line: the message and its details, without the usage and help hints.
+fn one_line(text: &str) -> String {
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = message.join(" ");
+    let joined = joined.trim_start_matches("error: ");
+    if joined.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        joined.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_errors_become_one_line() {
+        let text = "error: the following required arguments were not provided:\n  <CMD>...\n\nUsage: agentbox run -- <CMD>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line(text),
+            "the following required arguments were not provided: <CMD>..."
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Executes a `MountPlan` inside the sandbox's fresh mount namespace: builds the new root at
 //! `stage`, ready for pivot_root (ns tier) or chroot (chroot tier). Runs in the forked child only.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -22,15 +22,10 @@ pub fn build_root(
 ) -> Result<PathBuf, Failure> {
     let stage = Path::new(STAGE);
     let mut root = stage.to_path_buf();
-    let fd_path = |i: usize| -> Result<PathBuf, Failure> {
-        let fd = opened
+    let tree = |i: usize| -> Result<&OwnedFd, Failure> {
+        opened
             .get(i)
-            .ok_or_else(|| Failure::setup("plan", format!("no opened source {i}")))?;
-        Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
-    };
-    let source_path = |s: &Source| match s {
-        Source::Host(p) => Ok(p.clone()),
-        Source::Opened(i) => fd_path(*i),
+            .ok_or_else(|| Failure::setup("plan", format!("no opened source {i}")))
     };
     for step in steps {
         match step {
@@ -39,16 +34,26 @@ pub fn build_root(
             }
             Step::RootOverlay { lower, size } => {
                 tmpfs(stage, *size, 0o755, owner_offset)?;
-                for d in ["upper", "work", "root"] {
+                for d in ["lower", "upper", "work", "root"] {
                     std::fs::DirBuilder::new()
                         .mode(0o755)
                         .create(stage.join(d))
                         .map_err(|e| Failure::setup(format!("mkdir {STAGE}/{d}"), e))?;
                 }
                 root = stage.join("root");
+                let image = match lower {
+                    Source::Opened(i) => tree(*i)?,
+                    Source::Host(p) => {
+                        return Err(Failure::setup(
+                            "plan",
+                            format!("image {} not opened", p.display()),
+                        ))
+                    }
+                };
+                mount::attach(image, &stage.join("lower"))
+                    .map_err(|e| Failure::setup("attach image", e))?;
                 let data = format!(
-                    "lowerdir={},upperdir={STAGE}/upper,workdir={STAGE}/work,userxattr",
-                    source_path(lower)?.display()
+                    "lowerdir={STAGE}/lower,upperdir={STAGE}/upper,workdir={STAGE}/work,userxattr"
                 );
                 mount::mount(
                     Path::new("overlay"),
@@ -95,18 +100,23 @@ pub fn build_root(
                 is_dir,
             } => {
                 let full = inside(&root, target, *is_dir)?;
-                let src = source_path(source)?;
-                mount::bind(&src, &full, true)
+                let src = match source {
+                    // Detached trees already carry their flags (set by the supervisor).
+                    Source::Opened(i) => {
+                        mount::attach(tree(*i)?, &full)
+                            .map_err(|e| Failure::setup(format!("bind {}", target.display()), e))?;
+                        continue;
+                    }
+                    Source::Host(p) => p,
+                };
+                mount::bind(src, &full, false)
                     .map_err(|e| Failure::setup(format!("bind {}", target.display()), e))?;
                 let device = target.starts_with("/dev") && !is_dir;
                 let mut flags = MS_NOSUID | if device { MS_NOEXEC } else { MS_NODEV };
                 if !writable {
                     flags |= MS_RDONLY;
                 }
-                let locked = mount::locked_flags(&full)
-                    .map_err(|e| Failure::setup(format!("bind {}", target.display()), e))?;
-                mount::remount_bind(&full, flags | locked)
-                    .map_err(|e| Failure::setup(format!("remount {}", target.display()), e))?;
+                restrict(&full, target, flags)?;
             }
             Step::Tmpfs { target, size, mode } => {
                 let full = inside(&root, target, true)?;
@@ -161,18 +171,27 @@ pub fn build_root(
                 if full.exists() {
                     mount::bind(&full, &full, true)
                         .map_err(|e| Failure::setup(format!("bind {}", path.display()), e))?;
-                    let locked = mount::locked_flags(&full)
-                        .map_err(|e| Failure::setup(format!("statvfs {}", path.display()), e))?;
-                    mount::remount_bind(
-                        &full,
-                        MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | locked,
-                    )
-                    .map_err(|e| Failure::setup(format!("read-only {}", path.display()), e))?;
+                    restrict(&full, path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)?;
                 }
             }
         }
     }
     Ok(root)
+}
+
+/// Remounts the bind at `full` with `flags`. Inside a user namespace the kernel refuses (EPERM) a
+/// remount that would clear a flag locked by the source mount (noexec, an atime mode...); only then
+/// are the source's flags read and kept, so the common case costs one syscall.
+fn restrict(full: &Path, shown: &Path, flags: mount::Flags) -> Result<(), Failure> {
+    let fail = |e| Failure::setup(format!("remount {}", shown.display()), e);
+    match mount::remount_bind(full, flags) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == agentbox_sys::errno::EPERM => {
+            let locked = mount::locked_flags(full).map_err(fail)?;
+            mount::remount_bind(full, flags | locked).map_err(fail)
+        }
+        Err(e) => Err(fail(e)),
+    }
 }
 
 fn tmpfs(at: &Path, size: u64, mode: u32, owner: u32) -> Result<(), Failure> {

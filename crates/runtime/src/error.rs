@@ -27,6 +27,10 @@ pub enum RunError {
         value: String,
         reason: String,
     },
+    /// A value the user gave does not fit the sandbox as built (a cwd that does not exist there, a
+    /// mount target that crosses a symlink of the image).
+    #[error("{0}")]
+    InvalidInSandbox(String),
     #[error("command not found in the sandbox: {0}")]
     NotFound(String),
     #[error("cannot execute {0}")]
@@ -61,7 +65,9 @@ impl RunError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::InvalidInput { .. } => exit_code::INVALID_INPUT,
+            RunError::InvalidInput { .. } | RunError::InvalidInSandbox(_) => {
+                exit_code::INVALID_INPUT
+            }
             RunError::NotFound(_) => exit_code::NOT_FOUND,
             RunError::CannotExecute(_) => exit_code::CANNOT_EXECUTE,
             RunError::Setup { .. } | RunError::Unenforceable { .. } => exit_code::SETUP_FAILED,

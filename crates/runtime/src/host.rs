@@ -3,10 +3,11 @@
 //! directory). A missing or wrong path is reported here, before anything has been created.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use agentbox_policy::{Image, MountKind, Policy};
-use agentbox_sys::fd::open_path;
+use agentbox_policy::{Access, Image, MountKind, Policy};
+use agentbox_sys::mount::{clone_tree, set_tree_attrs};
 
 use crate::plan::{HostEntry, HostLayout, HOST_ETC_ENTRIES, HOST_SYSTEM_DIRS};
 use crate::RunError;
@@ -14,8 +15,12 @@ use crate::RunError;
 /// Host paths opened for the sandbox, in the order `plan::Source::Opened` counts them: bind
 /// sources first, the image directory last.
 pub struct Opened {
+    /// Detached mount trees (open_tree clones), attached by the child where the plan says.
     pub fds: Vec<OwnedFd>,
     pub is_dir: Vec<bool>,
+    pub read_only: Vec<bool>,
+    /// Owner (uid, gid) of each source on the host.
+    pub owner: Vec<(u32, u32)>,
 }
 
 /// Reads what each host system path is (directory, file, symlink, missing).
@@ -43,30 +48,32 @@ fn entry(path: &Path) -> HostEntry {
     }
 }
 
-/// Opens every user-named path. Errors name the policy field and the path.
+/// Clones every user-named path as a detached mount tree. Errors name the policy field and path.
 pub fn open_sources(policy: &Policy) -> Result<Opened, RunError> {
     let mut opened = Opened {
         fds: Vec::new(),
         is_dir: Vec::new(),
+        read_only: Vec::new(),
+        owner: Vec::new(),
     };
-    let mut bind_index = 0;
+    let mut first = true;
     for m in &policy.mounts {
-        if let MountKind::Bind { source, .. } = &m.kind {
-            let field = if m.target == Path::new("/workspace")
-                && bind_index == 0
-                && policy.mounts[0].target == m.target
-            {
+        if let MountKind::Bind { source, access } = &m.kind {
+            // The workspace, when given, is the first mount (see Policy::mounts).
+            let field = if first && m.target == Path::new("/workspace") {
                 "workspace".to_string()
             } else {
                 format!("bind {}", m.target.display())
             };
+            first = false;
             let meta =
                 std::fs::metadata(source).map_err(|e| RunError::invalid(&field, source, e))?;
-            opened.fds.push(
-                open_path(source, true).map_err(|e| RunError::invalid(&field, source, e.source))?,
-            );
+            opened
+                .fds
+                .push(clone_tree(source).map_err(|e| RunError::invalid(&field, source, e.source))?);
             opened.is_dir.push(meta.is_dir());
-            bind_index += 1;
+            opened.read_only.push(*access == Access::ReadOnly);
+            opened.owner.push((meta.uid(), meta.gid()));
         }
     }
     if let Image::Dir(dir) = &policy.image {
@@ -76,8 +83,51 @@ pub fn open_sources(policy: &Policy) -> Result<Opened, RunError> {
         }
         opened
             .fds
-            .push(open_path(dir, true).map_err(|e| RunError::invalid("image", dir, e.source))?);
+            .push(clone_tree(dir).map_err(|e| RunError::invalid("image", dir, e.source))?);
         opened.is_dir.push(true);
+        opened.read_only.push(true);
+        opened.owner.push((meta.uid(), meta.gid()));
     }
     Ok(opened)
+}
+
+impl Opened {
+    /// Sets the mount attributes of every tree: nosuid and nodev everywhere, read-only where the
+    /// policy says so, and with `sandbox` (the sandbox's user namespace and the host uid/gid its
+    /// command runs as) an idmap:
+    /// - read-only trees and the image are idmapped through the sandbox's own namespace, so their
+    ///   files show the same owners inside as on the host (root as root);
+    /// - a read-write tree is idmapped so that the command owns its owner's files, and what it
+    ///   creates belongs to that owner on the host (see `uidmap::owner_userns`).
+    ///
+    /// A file system that cannot be idmapped is still mounted, without the idmap: its files then
+    /// show as owned by nobody, and only world-writable directories are writable.
+    pub fn restrict(&self, sandbox: Option<(&OwnedFd, (u32, u32))>) -> Result<(), RunError> {
+        let mut owner_namespaces: Vec<((u32, u32), OwnedFd)> = Vec::new();
+        for (i, fd) in self.fds.iter().enumerate() {
+            let read_only = self.read_only[i];
+            let userns = match sandbox {
+                None => None,
+                Some((own, _)) if read_only => Some(own),
+                Some((_, writer)) => {
+                    let owner = self.owner[i];
+                    if !owner_namespaces.iter().any(|(o, _)| *o == owner) {
+                        owner_namespaces.push((owner, crate::uidmap::owner_userns(owner, writer)?));
+                    }
+                    owner_namespaces
+                        .iter()
+                        .find(|(o, _)| *o == owner)
+                        .map(|(_, fd)| fd)
+                }
+            };
+            let result = match set_tree_attrs(fd, read_only, userns) {
+                Err(e) if userns.is_some() && e.errno() == agentbox_sys::errno::EINVAL => {
+                    set_tree_attrs(fd, read_only, None)
+                }
+                other => other,
+            };
+            result.map_err(|e| RunError::setup("mount attributes", e))?;
+        }
+        Ok(())
+    }
 }

@@ -23,6 +23,7 @@ use agentbox_sys::{caps, creds, fd, landlock, mount, net, rlimit, SysError};
 
 use crate::build::build_root;
 use crate::plan::MountPlan;
+use crate::supervise::{ATTACHED, MAPPED};
 
 /// Why the child could not run the command. Crosses the report pipe as `kind\tmessage\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,12 +162,15 @@ fn report_and_exit(report: &OwnedFd, failure: &Failure) -> ! {
     process::exit_now(125)
 }
 
-/// Blocks until the supervisor says go (after uid maps and cgroups are in place). Exits quietly if
+/// Blocks until the supervisor sends `expected` on the go pipe (see `supervise`). Exits quietly if
 /// the supervisor died or gave up instead.
-fn wait_for_go(go: OwnedFd) {
+fn wait_for(go: &OwnedFd, expected: u8) {
     let mut byte = [0u8; 1];
-    let mut f = std::fs::File::from(go);
-    if !matches!(f.read(&mut byte), Ok(1)) {
+    let mut f = match go.try_clone() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(_) => process::exit_now(125),
+    };
+    if !matches!(f.read(&mut byte), Ok(1)) || byte[0] != expected {
         process::exit_now(125);
     }
 }
@@ -185,16 +189,21 @@ pub fn ns_child(spec: ChildSpec) -> ! {
 
 fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
     process::set_parent_death_signal(signal::SIGKILL).map_err(|e| Failure::sys("pdeathsig", e))?;
-    wait_for_go(spec.go);
+    wait_for(&spec.go, MAPPED);
+    crate::timing::mark("child: mapped");
     mount::set_umask(0);
     creds::become_user(0, 0).map_err(|e| Failure::sys("become sandbox root", e))?;
-    process::unshare(ns::CGROUP).map_err(|e| Failure::sys("cgroup namespace", e))?;
     mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
     let root = build_root(&spec.plan.steps, &spec.opened, 0)?;
+    crate::timing::mark("child: root built");
     mount::pivot_into(&root).map_err(|e| Failure::sys("pivot_root", e))?;
     drop(spec.opened);
     process::set_hostname("agentbox").map_err(|e| Failure::sys("hostname", e))?;
     net::loopback_up().map_err(|e| Failure::sys("loopback", e))?;
+    wait_for(&spec.go, ATTACHED);
+    drop(spec.go);
+    // Now in the sandbox's cgroup: make it the root of the cgroup namespace.
+    process::unshare(ns::CGROUP).map_err(|e| Failure::sys("cgroup namespace", e))?;
     let command =
         match process::fork_with_namespaces(0).map_err(|e| Failure::sys("fork command", e))? {
             Fork::Child => {
@@ -218,6 +227,7 @@ fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
     process::set_no_new_privs().map_err(|e| Failure::sys("init: no_new_privs", e))?;
     process::set_dumpable(false).map_err(|e| Failure::sys("init: dumpable", e))?;
     let exit = reap_and_forward(command);
+    crate::timing::mark("init: command exited");
     if let Exit::Signal(signo) = exit {
         let note = Failure {
             kind: FailureKind::Signal,
@@ -260,13 +270,15 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
     let result = (|| -> Result<Infallible, Failure> {
         process::set_parent_death_signal(signal::SIGKILL)
             .map_err(|e| Failure::sys("pdeathsig", e))?;
-        wait_for_go(spec.go);
+        wait_for(&spec.go, MAPPED);
         mount::set_umask(0);
         mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
         let root = build_root(&spec.plan.steps, &spec.opened, spec.host_uid)?;
         mount::chroot(&root).map_err(|e| Failure::sys("chroot", e))?;
         mount::chdir(Path::new("/")).map_err(|e| Failure::sys("chdir /", e))?;
         drop(spec.opened);
+        wait_for(&spec.go, ATTACHED);
+        drop(spec.go);
         caps::drop_bounding_set().map_err(|e| Failure::sys("drop bounding set", e))?;
         rlimit::set(rlimit::RLIMIT_NPROC, spec.policy.limits.pids)
             .map_err(|e| Failure::sys("rlimit nproc", e))?;
@@ -298,7 +310,8 @@ fn exec_command(
     mask: SavedMask,
     confine: bool,
 ) -> Result<Infallible, Failure> {
-    signal::restore(mask).map_err(|e| Failure::sys("signal mask", e))?;
+    crate::timing::mark("command: forked");
+    signal::prepare_exec(mask).map_err(|e| Failure::sys("signal mask", e))?;
     if !fd::is_terminal(0) {
         process::setsid().map_err(|e| Failure::sys("setsid", e))?;
     }
@@ -317,6 +330,7 @@ fn exec_command(
     }
     process::set_no_new_privs().map_err(|e| Failure::sys("no_new_privs", e))?;
     caps::clear_sets().map_err(|e| Failure::sys("drop capabilities", e))?;
+    crate::timing::mark("command: caps dropped");
     if confine {
         match landlock::restrict_self(&plan.landlock).map_err(|e| Failure::sys("landlock", e))? {
             Enforcement::None => {
@@ -328,11 +342,13 @@ fn exec_command(
             Enforcement::Full | Enforcement::Partial => {}
         }
     }
+    crate::timing::mark("command: confined");
     let program = resolve(exec)?;
     fd::cloexec_from(3).map_err(|e| Failure::sys("close fds", e))?;
     if !seccomp.is_empty() {
         agentbox_sys::seccomp::install(seccomp).map_err(|e| Failure::sys("seccomp", e))?;
     }
+    crate::timing::mark("command: execve");
     let err = agentbox_sys::exec::execve(&program, &exec.argv, &exec.envp);
     let name = program.to_string_lossy().into_owned();
     Err(match err.errno() {

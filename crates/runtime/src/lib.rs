@@ -11,6 +11,7 @@ pub mod plan;
 pub mod record;
 pub mod seccomp;
 mod supervise;
+pub mod timing;
 pub mod uidmap;
 
 pub use error::{exit_code, RunError};

@@ -2,20 +2,32 @@
 //! fork into the tier's namespaces, map ids and attach cgroups, then wait for the command while
 //! forwarding signals and enforcing the wall-clock timeout, and finally clean up every trace
 //! (processes, cgroups, uid slot). The calling process must be single-threaded.
+//!
+//! Hand-shake with the child over the `go` pipe, so that set-up on both sides overlaps:
+//! 1. supervisor: clone → write uid/gid maps → send `MAPPED`;
+//! 2. child builds the root while the supervisor creates the cgroup and attaches the child;
+//! 3. supervisor sends `ATTACHED`; only then may the child fork or exec the command, so every
+//!    process of the sandbox starts inside the cgroup.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use agentbox_policy::{Policy, Tier};
 use agentbox_sys::process::{self, ns, Exit, Fork};
 use agentbox_sys::{fd, signal};
 
-use crate::cgroup::{self, Cgroup, CgroupLimits};
+use crate::cgroup::{self, Cgroup, CgroupEvents, CgroupLimits};
 use crate::launch::{self, ChildSpec, ExecSpec, Failure, FailureKind};
 use crate::plan::{self, Flavour};
 use crate::record::ExitRecord;
 use crate::uidmap::{self, Slot};
-use crate::{host, seccomp, RunError};
+use crate::{host, seccomp, timing, RunError};
+
+/// First byte on the go pipe: uid/gid maps are written.
+pub const MAPPED: u8 = b'm';
+/// Second byte: the child is in the sandbox's cgroup.
+pub const ATTACHED: u8 = b'a';
 
 /// Signals a user or a caller may send to `agentbox run`, passed on to the command.
 const FORWARDED: &[i32] = &[
@@ -33,6 +45,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         return Err(RunError::invalid("command", "", "no command given"));
     }
     let started = Instant::now();
+    timing::init();
     let (flavour, flags) = match policy.tier {
         Tier::Ns => (
             Flavour::Namespaces,
@@ -50,26 +63,15 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         }
         Tier::Chroot => Vec::new(),
     };
+    // Probe the cgroup hierarchy before anything exists, so a host without one fails cleanly.
+    let hierarchy = cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?;
     std::fs::create_dir_all(crate::build::STAGE)
         .map_err(|e| RunError::setup(format!("mkdir {}", crate::build::STAGE), e))?;
     let slot = Slot::acquire()?;
-    let hierarchy = cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?;
-    let limits = CgroupLimits {
-        memory: policy.limits.memory,
-        pids: policy.limits.pids,
-        cpu_millis: policy.limits.cpus.map(|c| c.0),
-    };
-    let name = format!(
-        "agentbox-{}-{}",
-        std::process::id(),
-        started.elapsed().as_nanos()
-    );
-    let cgroup =
-        Cgroup::create(&hierarchy, &name, &limits).map_err(|e| RunError::setup("cgroup", e))?;
+    timing::mark("prepared");
     let (go_read, go_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let (report_read, report_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
-    let host_uid = slot.base + policy.user;
     let child = match process::fork_with_namespaces(flags) {
         Err(e) => {
             let _ = signal::restore(mask);
@@ -87,7 +89,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
                 mask,
                 go: go_read,
                 report: report_write,
-                host_uid,
+                host_uid: slot.base + policy.user,
             };
             match policy.tier {
                 Tier::Ns => launch::ns_child(spec),
@@ -96,39 +98,53 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         }
         Ok(Fork::Parent(pid)) => pid,
     };
+    timing::mark("forked");
     drop(go_read);
     drop(report_write);
-    drop(opened.fds);
-    let result = start_and_wait(policy, child, slot.base, &cgroup, go_write, started);
+    let mut sandbox = Sandbox {
+        child,
+        reaped: false,
+        cgroup: None,
+    };
+    let limits = CgroupLimits {
+        memory: policy.limits.memory,
+        pids: policy.limits.pids,
+        cpu_millis: policy.limits.cpus.map(|c| c.0),
+    };
+    let name = format!(
+        "agentbox-{}-{}",
+        std::process::id(),
+        started.elapsed().as_nanos()
+    );
+    let outcome = sandbox
+        .start(
+            policy, slot.base, &opened, &hierarchy, &name, &limits, go_write,
+        )
+        .and_then(|()| {
+            timing::mark("released child");
+            sandbox.wait(policy.limits.timeout.map(|t| started + t))
+        });
     // Whatever happened: no process of the sandbox survives, its cgroup goes, its uid slot frees.
-    let _ = process::kill(child, signal::SIGKILL);
-    let _ = process::wait(child, false);
-    let _ = cgroup.kill_all(&mut |pid| {
-        let _ = process::kill(pid, signal::SIGKILL);
-    });
-    let events = cgroup.events();
-    let removed = cgroup.remove();
+    drop(opened);
+    let (events, removed) = sandbox.tear_down();
     drop(slot);
     let _ = signal::restore(mask);
-    let (exit, timed_out) = result?;
+    timing::mark("cleaned up");
+    let (mut exit, timed_out) = outcome?;
     let mut report = String::new();
     let _ = std::fs::File::from(report_read).read_to_string(&mut report);
-    let mut exit = exit;
-    for line in report.lines() {
-        match Failure::decode(line) {
-            Some(Failure {
-                kind: FailureKind::Signal,
-                message,
-            }) => {
-                if let Ok(signo) = message.parse() {
+    for failure in report.lines().filter_map(Failure::decode) {
+        match failure.kind {
+            FailureKind::Signal => {
+                if let Ok(signo) = failure.message.parse() {
                     exit = Exit::Signal(signo);
                 }
             }
-            Some(failure) if !timed_out => return Err(failure_to_error(failure)),
-            _ => {}
+            _ if timed_out => {}
+            _ => return Err(failure_to_error(failure)),
         }
     }
-    removed.map_err(|e| RunError::setup("remove cgroup", e))?;
+    removed?;
     Ok(ExitRecord::new(
         policy.tier.name(),
         exit,
@@ -140,11 +156,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
 
 fn failure_to_error(f: Failure) -> RunError {
     match f.kind {
-        FailureKind::Invalid => RunError::InvalidInput {
-            field: "sandbox".into(),
-            value: String::new(),
-            reason: f.message,
-        },
+        FailureKind::Invalid => RunError::InvalidInSandbox(f.message),
         FailureKind::NotFound => RunError::NotFound(f.message),
         FailureKind::CannotExecute => RunError::CannotExecute(f.message),
         FailureKind::Unenforceable => RunError::Unenforceable {
@@ -159,69 +171,119 @@ fn failure_to_error(f: Failure) -> RunError {
     }
 }
 
-/// Maps ids, attaches the cgroup, releases the child, then waits for it: forwards signals and
-/// kills the whole sandbox at the timeout. Returns how the child ended and whether it timed out.
-fn start_and_wait(
-    policy: &Policy,
+/// The running sandbox as the supervisor holds it.
+struct Sandbox {
+    /// The child: the sandbox init (ns tier) or the command itself (chroot tier).
     child: i32,
-    uid_base: u32,
-    cgroup: &Cgroup,
-    go: std::os::fd::OwnedFd,
-    started: Instant,
-) -> Result<(Exit, bool), RunError> {
-    if policy.tier == Tier::Ns {
-        uidmap::write_maps(child, uid_base)?;
+    /// Once reaped, the pid may belong to another process: never signal it again.
+    reaped: bool,
+    cgroup: Option<Cgroup>,
+}
+
+impl Sandbox {
+    /// Maps ids, releases the child to build its root, creates and attaches the cgroup meanwhile,
+    /// then lets the child go on to the command.
+    fn start(
+        &mut self,
+        policy: &Policy,
+        uid_base: u32,
+        opened: &host::Opened,
+        hierarchy: &cgroup::Hierarchy,
+        name: &str,
+        limits: &CgroupLimits,
+        go: OwnedFd,
+    ) -> Result<(), RunError> {
+        let mut go = std::fs::File::from(go);
+        if policy.tier == Tier::Ns {
+            uidmap::write_maps(self.child, uid_base)?;
+            let userns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/user", self.child))
+                .map_err(|e| RunError::setup("open user namespace", e))?
+                .into();
+            let writer = uid_base + policy.user;
+            opened.restrict(Some((&userns, (writer, writer))))?;
+        } else {
+            opened.restrict(None)?;
+        }
+        go.write_all(&[MAPPED])
+            .map_err(|e| RunError::setup("release child", e))?;
+        let cgroup =
+            Cgroup::create(hierarchy, name, limits).map_err(|e| RunError::setup("cgroup", e))?;
+        let attached = cgroup.attach(self.child);
+        self.cgroup = Some(cgroup);
+        attached.map_err(|e| RunError::setup("cgroup attach", e))?;
+        // The child may have failed and exited already: then the write fails, and the report says why.
+        let _ = go.write_all(&[ATTACHED]);
+        Ok(())
     }
-    cgroup
-        .attach(child)
-        .map_err(|e| RunError::setup("cgroup attach", e))?;
-    std::fs::File::from(go)
-        .write_all_byte()
-        .map_err(|e| RunError::setup("release child", e))?;
-    let deadline = policy.limits.timeout.map(|t| started + t);
-    let on_terminal = fd::is_terminal(0);
-    let mut timed_out = false;
-    loop {
-        let remaining = match deadline {
-            Some(d) if !timed_out => Some(d.saturating_duration_since(Instant::now())),
-            _ => None,
-        };
-        if remaining == Some(Duration::ZERO) {
-            timed_out = true;
-            let _ = process::kill(child, signal::SIGKILL);
+
+    /// Waits for the child, forwarding signals and killing the sandbox at `deadline`. Returns how the
+    /// child ended and whether the timeout ended it.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<(Exit, bool), RunError> {
+        let on_terminal = fd::is_terminal(0);
+        let mut timed_out = false;
+        loop {
+            let remaining = match deadline {
+                Some(d) if !timed_out => Some(d.saturating_duration_since(Instant::now())),
+                _ => None,
+            };
+            if remaining == Some(Duration::ZERO) {
+                timed_out = true;
+                self.kill_everything();
+                continue;
+            }
+            let received =
+                signal::wait(remaining).map_err(|e| RunError::setup("wait for signals", e))?;
+            match received {
+                None => {}
+                Some(r) if r.signo == signal::SIGCHLD || r.signo == 0 => {
+                    if let Some((_, exit)) = process::wait(self.child, true)
+                        .map_err(|e| RunError::setup("waitpid", e))?
+                    {
+                        self.reaped = true;
+                        return Ok((exit, timed_out));
+                    }
+                }
+                // A terminal already sent keyboard signals to the whole foreground group, sandbox
+                // included; forwarding them again would deliver them twice.
+                Some(r) if FORWARDED.contains(&r.signo) && !(on_terminal && r.pid == 0) => {
+                    let _ = process::kill(self.child, r.signo);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// SIGKILL to the child (in the ns tier its death takes the whole pid namespace with it) and to
+    /// every process left in the cgroup (the chroot tier has no pid namespace).
+    fn kill_everything(&mut self) {
+        if !self.reaped {
+            let _ = process::kill(self.child, signal::SIGKILL);
+        }
+        if let Some(cgroup) = &self.cgroup {
             let _ = cgroup.kill_all(&mut |pid| {
                 let _ = process::kill(pid, signal::SIGKILL);
             });
-            continue;
-        }
-        let received =
-            signal::wait(remaining).map_err(|e| RunError::setup("wait for signals", e))?;
-        match received {
-            None => {}
-            Some(r) if r.signo == signal::SIGCHLD || r.signo == 0 => {
-                if let Some((_, exit)) =
-                    process::wait(child, true).map_err(|e| RunError::setup("waitpid", e))?
-                {
-                    return Ok((exit, timed_out));
-                }
-            }
-            // A terminal already sent keyboard signals to the whole foreground group, sandbox
-            // included; forwarding them again would deliver them twice.
-            Some(r) if FORWARDED.contains(&r.signo) && !(on_terminal && r.pid == 0) => {
-                let _ = process::kill(child, r.signo);
-            }
-            Some(_) => {}
         }
     }
-}
 
-trait WriteByte {
-    fn write_all_byte(self) -> std::io::Result<()>;
-}
-
-impl WriteByte for std::fs::File {
-    fn write_all_byte(mut self) -> std::io::Result<()> {
-        use std::io::Write;
-        self.write_all(b"g")
+    /// Kills and reaps whatever is left, reads the cgroup's counters, removes the cgroup.
+    fn tear_down(mut self) -> (CgroupEvents, Result<(), RunError>) {
+        self.kill_everything();
+        if !self.reaped {
+            let _ = process::wait(self.child, false);
+            self.reaped = true;
+        }
+        match self.cgroup.take() {
+            None => (CgroupEvents::default(), Ok(())),
+            Some(cgroup) => {
+                let events = cgroup.events();
+                (
+                    events,
+                    cgroup
+                        .remove()
+                        .map_err(|e| RunError::setup("remove cgroup", e)),
+                )
+            }
+        }
     }
 }

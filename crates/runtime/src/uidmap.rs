@@ -84,3 +84,45 @@ pub fn write_maps(pid: i32, base: u32) -> Result<(), RunError> {
     }
     Ok(())
 }
+
+/// A user namespace mapping only the host ids `owner` (uid, gid) to `writer` (uid, gid), for
+/// idmapping a read-write bind: the sandbox's writer then owns the files of the directory's owner
+/// and everything it creates there belongs to that owner on the host, like any other file of the
+/// project. Files of other owners show as nobody. The namespace is made by a short-lived child
+/// that is parked on a pipe while its maps are written, then released.
+pub fn owner_userns(
+    owner: (u32, u32),
+    writer: (u32, u32),
+) -> Result<std::os::fd::OwnedFd, RunError> {
+    use agentbox_sys::process::{self, ns, Fork};
+    let (park, release) = agentbox_sys::fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
+    match process::fork_with_namespaces(ns::USER)
+        .map_err(|e| RunError::setup("clone idmap namespace", e))?
+    {
+        Fork::Child => {
+            drop(release);
+            let mut byte = [0u8; 1];
+            let _ = std::io::Read::read(&mut std::fs::File::from(park), &mut byte);
+            process::exit_now(0)
+        }
+        Fork::Parent(pid) => {
+            drop(park);
+            let result = (|| {
+                std::fs::write(
+                    format!("/proc/{pid}/uid_map"),
+                    format!("{} {} 1\n", owner.0, writer.0),
+                )?;
+                std::fs::write(
+                    format!("/proc/{pid}/gid_map"),
+                    format!("{} {} 1\n", owner.1, writer.1),
+                )?;
+                std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            })();
+            drop(release);
+            let _ = process::wait(pid, false);
+            Ok(result
+                .map_err(|e| RunError::setup("idmap namespace", e))?
+                .into())
+        }
+    }
+}

@@ -17,6 +17,11 @@ pub mod signal;
 
 pub use error::SysError;
 
+/// errno values callers branch on.
+pub mod errno {
+    pub use libc::{EACCES, EBUSY, EINVAL, ENOENT, ENOEXEC, EPERM};
+}
+
 /// Converts a -1/errno return into a `SysError` naming the operation.
 fn check(
     ret: libc::c_long,

@@ -9,6 +9,9 @@ pub use libc::{
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE,
 };
 
+/// Mount flags (`MS_*`).
+pub type Flags = libc::c_ulong;
+
 /// mount(2). `source`/`fstype`/`data` may be empty for "none".
 pub fn mount(
     source: &Path,
@@ -33,10 +36,19 @@ pub fn mount(
         )
     };
     check(ret as libc::c_long, "mount", || {
+        let details: Vec<String> = [
+            fstype.to_string(),
+            format!("flags {flags:#x}"),
+            data.to_string(),
+        ]
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .collect();
         format!(
-            "{} on {} ({fstype} {flags:#x} {data})",
+            "{} on {} ({})",
             source.display(),
-            target.display()
+            target.display(),
+            details.join(", ")
         )
     })?;
     Ok(())
@@ -120,4 +132,93 @@ pub fn locked_flags(path: &Path) -> Result<libc::c_ulong, SysError> {
 pub fn set_umask(mask: u32) -> u32 {
     // SAFETY: umask takes an integer and cannot fail.
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// A detached copy of the mount tree at `path` (open_tree with OPEN_TREE_CLONE, recursive): it
+/// belongs to no mount namespace until [`attach`] moves it somewhere, so a process in another
+/// mount namespace (the sandbox) can mount exactly what was checked here.
+pub fn clone_tree(path: &Path) -> Result<std::os::fd::OwnedFd, SysError> {
+    use std::os::fd::FromRawFd;
+    let c = cstring(path)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE;
+    // SAFETY: `c` is a NUL-terminated string for the call; open_tree returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    let fd = check(ret, "open_tree", || path.display().to_string())?;
+    // SAFETY: `fd` was just returned by open_tree and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets nosuid and nodev (and read-only when `read_only`) on every mount of the detached tree
+/// `tree`, and, with `userns`, makes it idmapped through that user namespace: files owned by host
+/// uid N appear owned by the uid `userns` maps N to, and files created through it get the host uid
+/// behind their creator's.
+pub fn set_tree_attrs(
+    tree: &impl std::os::fd::AsRawFd,
+    read_only: bool,
+    userns: Option<&std::os::fd::OwnedFd>,
+) -> Result<(), SysError> {
+    use std::os::fd::AsRawFd;
+    let mut attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if read_only {
+        attr_set |= MOUNT_ATTR_RDONLY;
+    }
+    if userns.is_some() {
+        attr_set |= MOUNT_ATTR_IDMAP;
+    }
+    let userns_fd = userns.map_or(0, |u| u.as_raw_fd() as u64);
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd,
+    };
+    let empty = c"";
+    // SAFETY: `empty` and `attr` outlive the call; the size passed is the size of `attr`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH as libc::c_uint) | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret, "mount_setattr", || format!("{attr_set:#x}"))?;
+    Ok(())
+}
+
+/// Attaches the detached mount `tree` at `target` (move_mount).
+pub fn attach(tree: &impl std::os::fd::AsRawFd, target: &Path) -> Result<(), SysError> {
+    let t = cstring(target)?;
+    let empty = c"";
+    // SAFETY: both strings outlive the call; `tree` is an open mount fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check(ret, "move_mount", || target.display().to_string())?;
+    Ok(())
 }

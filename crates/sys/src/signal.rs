@@ -26,17 +26,18 @@ pub fn block_all() -> Result<SavedMask, SysError> {
     }
 }
 
-/// Restores a mask saved by [`block_all`], and resets every handler to its default, as a freshly
-/// exec'd program expects.
+/// Before execve: restores the mask saved by [`block_all`] and the default SIGPIPE disposition,
+/// which the Rust runtime sets to "ignore" at start-up and execve would pass on to the command.
+/// agentbox installs no signal handler, so no other disposition needs resetting; dispositions the
+/// caller of agentbox chose (an ignored SIGHUP under nohup) pass through, as with any exec.
+pub fn prepare_exec(mask: SavedMask) -> Result<(), SysError> {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    restore(mask)
+}
+
+/// Restores a mask saved by [`block_all`].
 pub fn restore(mask: SavedMask) -> Result<(), SysError> {
-    for signo in 1..libc::SIGRTMAX() {
-        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: SIG_DFL is a valid disposition for every catchable signal; errors (for signals
-        // reserved by libc) are harmless and ignored.
-        unsafe { libc::signal(signo, libc::SIG_DFL) };
-    }
     // SAFETY: `mask.0` is a sigset_t obtained from sigprocmask.
     if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut()) } == -1 {
         return Err(SysError::last("sigprocmask", "restore"));

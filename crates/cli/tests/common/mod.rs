@@ -39,7 +39,13 @@ pub fn stderr(o: &Output) -> String {
 
 /// Asserts success and returns stdout.
 pub fn ok(o: Output) -> String {
-    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
@@ -55,7 +61,11 @@ pub struct HostState {
 
 fn list(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -82,7 +92,10 @@ pub fn host_state() -> HostState {
         cgroups,
         slots: list(Path::new("/run/agentbox/slots")),
         run_dir: list(Path::new("/run/agentbox")),
-        tmp: list(&std::env::temp_dir()).into_iter().filter(|n| n.contains("agentbox")).collect(),
+        tmp: list(&std::env::temp_dir())
+            .into_iter()
+            .filter(|n| n.contains("agentbox"))
+            .collect(),
     }
 }
 
@@ -90,11 +103,31 @@ pub fn host_state() -> HostState {
 /// parallel tests' sandboxes to finish so the comparison is about this run only.
 pub fn assert_nothing_left(before: &HostState) {
     let after = host_state();
-    assert!(after.mounts.is_subset(&before.mounts), "mounts left: {:?}", after.mounts.difference(&before.mounts));
-    assert!(after.cgroups.is_subset(&before.cgroups), "cgroups left: {:?}", after.cgroups.difference(&before.cgroups));
-    assert!(after.slots.is_subset(&before.slots), "uid slots left: {:?}", after.slots.difference(&before.slots));
-    assert!(after.run_dir.is_subset(&before.run_dir), "/run/agentbox entries left: {:?}", after.run_dir.difference(&before.run_dir));
-    assert!(after.tmp.is_subset(&before.tmp), "temp dirs left: {:?}", after.tmp.difference(&before.tmp));
+    assert!(
+        after.mounts.is_subset(&before.mounts),
+        "mounts left: {:?}",
+        after.mounts.difference(&before.mounts)
+    );
+    assert!(
+        after.cgroups.is_subset(&before.cgroups),
+        "cgroups left: {:?}",
+        after.cgroups.difference(&before.cgroups)
+    );
+    assert!(
+        after.slots.is_subset(&before.slots),
+        "uid slots left: {:?}",
+        after.slots.difference(&before.slots)
+    );
+    assert!(
+        after.run_dir.is_subset(&before.run_dir),
+        "/run/agentbox entries left: {:?}",
+        after.run_dir.difference(&before.run_dir)
+    );
+    assert!(
+        after.tmp.is_subset(&before.tmp),
+        "temp dirs left: {:?}",
+        after.tmp.difference(&before.tmp)
+    );
 }
 
 /// A python3 snippet run in a default sandbox; returns stdout.

@@ -32,7 +32,7 @@ const BPF_ABS: u16 = 0x20;
 const BPF_K: u16 = 0x00;
 const BPF_AND: u16 = 0x50;
 const BPF_JA: u16 = 0x00;
-const BPF_JEQ: u16 = 0x10;
+pub(super) const BPF_JEQ: u16 = 0x10;
 const BPF_JGE: u16 = 0x30;
 const BPF_JSET: u16 = 0x40;
 
@@ -42,7 +42,7 @@ const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 
 // Offsets into `struct seccomp_data { int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6]; }`.
-const OFFSET_NR: u32 = 0;
+pub(super) const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
 const OFFSET_ARGS: u32 = 16;
 
@@ -152,8 +152,11 @@ fn segments<'a>(rules: &BTreeMap<u32, Rule<'a>>, default_ret: u32) -> Vec<Segmen
         rule: Rule::Return(default_ret),
     }];
     let mut push = |start: u32, rule: Rule<'a>| {
-        let same = matches!((out.last().map(|s| &s.rule), &rule), (Some(Rule::Return(a)), Rule::Return(b)) if a == b);
-        if same {
+        let extends_last = matches!(
+            (out.last().map(|s| &s.rule), &rule),
+            (Some(Rule::Return(a)), Rule::Return(b)) if a == b
+        );
+        if extends_last {
             return;
         }
         if out.last().is_some_and(|s| s.start == start) {
@@ -174,11 +177,11 @@ fn segments<'a>(rules: &BTreeMap<u32, Rule<'a>>, default_ret: u32) -> Vec<Segmen
 
 /// A position in the program: an index into the reversed instruction buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Label(usize);
+pub(super) struct Label(usize);
 
 /// Builds a program backwards: each emitted instruction precedes, in program order, all earlier-emitted ones.
 #[derive(Default)]
-struct Emitter {
+pub(super) struct Emitter {
     reversed: Vec<SockFilter>,
 }
 
@@ -193,12 +196,12 @@ impl Emitter {
         at.saturating_sub(target.0 + 1)
     }
 
-    fn ret(&mut self, value: u32) -> Label {
+    pub(super) fn ret(&mut self, value: u32) -> Label {
         self.push(BPF_RET | BPF_K, 0, 0, value)
     }
 
     /// `A = seccomp_data[offset]` (32 bits), then continue at `next`.
-    fn load(&mut self, offset: u32, next: Label) -> Result<Label, SeccompError> {
+    pub(super) fn load(&mut self, offset: u32, next: Label) -> Result<Label, SeccompError> {
         let next = self.reachable(next, 0)?;
         debug_assert_eq!(next.0 + 1, self.reversed.len());
         Ok(self.push(BPF_LD | BPF_W | BPF_ABS, 0, 0, offset))
@@ -225,7 +228,13 @@ impl Emitter {
     }
 
     /// `if (A <op> k) goto jt else goto jf`.
-    fn jump(&mut self, op: u16, k: u32, jt: Label, jf: Label) -> Result<Label, SeccompError> {
+    pub(super) fn jump(
+        &mut self,
+        op: u16,
+        k: u32,
+        jt: Label,
+        jf: Label,
+    ) -> Result<Label, SeccompError> {
         let short = usize::from(u8::MAX);
         // Leave room for the second trampoline when placing the first.
         let jt = self.reachable(jt, short - 1)?;
@@ -341,7 +350,7 @@ impl Emitter {
         self.load(offset, masked)
     }
 
-    fn finish(mut self) -> Vec<SockFilter> {
+    pub(super) fn finish(mut self) -> Vec<SockFilter> {
         self.reversed.reverse();
         self.reversed
     }

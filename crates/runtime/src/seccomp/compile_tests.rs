@@ -1,34 +1,83 @@
 //! Compiler tests: small allowlists compiled for both architectures and run through the test interpreter,
 //! compared with a direct reading of the allowlist ([`expected`]).
 
+use std::collections::HashMap;
+
 use super::interpreter_tests::{action, check, Action, SeccompData};
 use super::{compile, parse_allowlist, Allowlist, Arch, ArgCheck, ArgOp, ArgWidth};
 
-/// What the allowlist says must happen to `data`, computed from the data model without BPF.
+/// What the allowlist says must happen to a syscall, read directly from the data model without BPF.
+pub(super) struct Reference<'a> {
+    arch: Arch,
+    default: Action,
+    returns: HashMap<u32, Action>,
+    conditional: HashMap<u32, Vec<&'a [ArgCheck]>>,
+}
+
+impl<'a> Reference<'a> {
+    pub fn new(list: &'a Allowlist, arch: Arch) -> Self {
+        let nr = |name: &str| arch.syscall_number(name);
+        let mut returns = HashMap::new();
+        for group in list.allow() {
+            returns.extend(
+                group
+                    .syscalls
+                    .iter()
+                    .filter_map(|n| nr(n))
+                    .map(|nr| (nr, Action::Allow)),
+            );
+        }
+        for group in list.deny() {
+            let errno = Action::Errno(group.errno.number());
+            returns.extend(
+                group
+                    .syscalls
+                    .iter()
+                    .filter_map(|n| nr(n))
+                    .map(|nr| (nr, errno)),
+            );
+        }
+        let mut conditional: HashMap<u32, Vec<&'a [ArgCheck]>> = HashMap::new();
+        for entry in list.allow_if() {
+            if let Some(nr) = nr(&entry.syscall) {
+                conditional.entry(nr).or_default().push(&entry.checks);
+            }
+        }
+        Reference {
+            arch,
+            default: Action::Errno(list.default_errno().number()),
+            returns,
+            conditional,
+        }
+    }
+
+    pub fn expected(&self, data: &SeccompData) -> Action {
+        if data.arch != self.arch.audit_arch()
+            || (self.arch == Arch::X86_64 && data.nr & 0x4000_0000 != 0)
+        {
+            return Action::KillProcess;
+        }
+        if let Some(action) = self.returns.get(&data.nr) {
+            return *action;
+        }
+        let alternatives = self
+            .conditional
+            .get(&data.nr)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if alternatives
+            .iter()
+            .any(|checks| checks.iter().all(|c| holds(c, &data.args)))
+        {
+            return Action::Allow;
+        }
+        self.default
+    }
+}
+
+/// [`Reference::expected`] for one call.
 pub(super) fn expected(list: &Allowlist, arch: Arch, data: &SeccompData) -> Action {
-    if data.arch != arch.audit_arch() || (arch == Arch::X86_64 && data.nr & 0x4000_0000 != 0) {
-        return Action::KillProcess;
-    }
-    let is_nr = |name: &str| arch.syscall_number(name) == Some(data.nr);
-    if list
-        .allow()
-        .iter()
-        .any(|g| g.syscalls.iter().any(|n| is_nr(n)))
-    {
-        return Action::Allow;
-    }
-    if let Some(group) = list
-        .deny()
-        .iter()
-        .find(|g| g.syscalls.iter().any(|n| is_nr(n)))
-    {
-        return Action::Errno(group.errno.number());
-    }
-    let mut alternatives = list.allow_if().iter().filter(|e| is_nr(&e.syscall));
-    if alternatives.any(|e| e.checks.iter().all(|c| holds(c, &data.args))) {
-        return Action::Allow;
-    }
-    Action::Errno(list.default_errno().number())
+    Reference::new(list, arch).expected(data)
 }
 
 fn holds(check: &ArgCheck, args: &[u64; 6]) -> bool {
@@ -108,6 +157,7 @@ pub(super) fn constants_of(list: &Allowlist) -> Vec<u64> {
 pub(super) fn assert_matches_reference(list: &Allowlist, arch: Arch, values: &[u64]) {
     let program = compile(list, arch).unwrap();
     check(&program).unwrap();
+    let reference = Reference::new(list, arch);
     for entry in list.allow_if() {
         let Some(nr) = arch.syscall_number(&entry.syscall) else {
             continue;
@@ -125,7 +175,7 @@ pub(super) fn assert_matches_reference(list: &Allowlist, arch: Arch, values: &[u
                 };
                 assert_eq!(
                     action(&program, &data),
-                    expected(list, arch, &data),
+                    reference.expected(&data),
                     "{} {args:x?} on {arch:?}",
                     entry.syscall
                 );
@@ -362,5 +412,46 @@ fn names_missing_on_one_arch_are_skipped() {
             Action::Allow,
             "{name}"
         );
+    }
+}
+
+#[test]
+fn jumps_reach_targets_at_every_distance_around_the_8_bit_limit() {
+    use super::compile::{Emitter, BPF_JEQ, OFFSET_NR};
+    const FILLER: u32 = 0x0005_0063; // ERRNO(99): reaching it means a wrong jump
+    const NEAR: u32 = 0x0005_0005;
+    const FAR: u32 = 0x0005_0006;
+    for x in [0, 1, 2, 200, 300] {
+        for y in 250..260 {
+            for near_if_equal in [true, false] {
+                // Program order: load nr; jeq 7; [y fillers]; near; [x fillers]; far.
+                let mut e = Emitter::default();
+                let far = e.ret(FAR);
+                for _ in 0..x {
+                    e.ret(FILLER);
+                }
+                let near = e.ret(NEAR);
+                for _ in 0..y {
+                    e.ret(FILLER);
+                }
+                let (jt, jf) = if near_if_equal {
+                    (near, far)
+                } else {
+                    (far, near)
+                };
+                let jeq = e.jump(BPF_JEQ, 7, jt, jf).unwrap();
+                e.load(OFFSET_NR, jeq).unwrap();
+                let program = e.finish();
+                check(&program).unwrap();
+                let run = |nr| action(&program, &SeccompData::new(Arch::X86_64, nr, &[]));
+                let (equal, differ) = if near_if_equal {
+                    (NEAR, FAR)
+                } else {
+                    (FAR, NEAR)
+                };
+                assert_eq!(run(7), Action::from_ret(equal), "x={x} y={y}");
+                assert_eq!(run(8), Action::from_ret(differ), "x={x} y={y}");
+            }
+        }
     }
 }
