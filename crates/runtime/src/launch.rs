@@ -188,11 +188,13 @@ pub fn ns_child(spec: ChildSpec) -> ! {
 }
 
 fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
-    process::set_parent_death_signal(signal::SIGKILL).map_err(|e| Failure::sys("pdeathsig", e))?;
     wait_for(&spec.go, MAPPED);
     crate::timing::mark("child: mapped");
     mount::set_umask(0);
     creds::become_user(0, 0).map_err(|e| Failure::sys("become sandbox root", e))?;
+    // After the credential change, which clears it. Should the supervisor die before this, the
+    // wait for ATTACHED below sees the pipe closed and the child exits.
+    process::set_parent_death_signal(signal::SIGKILL).map_err(|e| Failure::sys("pdeathsig", e))?;
     mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
     let root = build_root(&spec.plan.steps, &spec.opened, 0)?;
     crate::timing::mark("child: root built");
@@ -268,8 +270,6 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
         Err(_) => process::exit_now(125),
     };
     let result = (|| -> Result<Infallible, Failure> {
-        process::set_parent_death_signal(signal::SIGKILL)
-            .map_err(|e| Failure::sys("pdeathsig", e))?;
         wait_for(&spec.go, MAPPED);
         mount::set_umask(0);
         mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
@@ -284,6 +284,9 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
             .map_err(|e| Failure::sys("rlimit nproc", e))?;
         creds::become_user(spec.host_uid, spec.host_uid)
             .map_err(|e| Failure::sys("drop to unprivileged uid", e))?;
+        // Set after the last credential change, which would clear it; it survives the execve.
+        process::set_parent_death_signal(signal::SIGKILL)
+            .map_err(|e| Failure::sys("pdeathsig", e))?;
         exec_command(
             spec.policy,
             spec.plan,

@@ -30,9 +30,16 @@ pub const PROC_MASKED_FILES: &[&str] = &[
     "/proc/sysrq-trigger",
     "/proc/timer_list",
     "/proc/sched_debug",
+    "/proc/kallsyms",
+    "/proc/kmsg",
+    "/proc/kpagecount",
+    "/proc/kpageflags",
+    "/proc/kpagecgroup",
+    "/proc/latency_stats",
+    "/proc/timer_stats",
 ];
 /// /proc directories hidden behind an empty read-only tmpfs.
-pub const PROC_MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi"];
+pub const PROC_MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi", "/proc/asound"];
 /// /proc subtrees made read-only.
 pub const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"];
 /// Device nodes bound from the host into the sandbox's /dev.

@@ -58,10 +58,8 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     let opened = host::open_sources(policy)?;
     let mount_plan = plan::plan(policy, &layout, &opened.is_dir, flavour);
     let program = match policy.tier {
-        Tier::Ns => {
-            seccomp::default_program().map_err(|e| RunError::setup("seccomp program", e))?
-        }
-        Tier::Chroot => Vec::new(),
+        Tier::Ns => seccomp::default_program(),
+        Tier::Chroot => &[],
     };
     // Probe the cgroup hierarchy before anything exists, so a host without one fails cleanly.
     let hierarchy = cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?;
@@ -84,7 +82,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
                 policy,
                 plan: &mount_plan,
                 opened: opened.fds,
-                seccomp: &program,
+                seccomp: program,
                 exec: &exec,
                 mask,
                 go: go_read,
@@ -106,20 +104,8 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         reaped: false,
         cgroup: None,
     };
-    let limits = CgroupLimits {
-        memory: policy.limits.memory,
-        pids: policy.limits.pids,
-        cpu_millis: policy.limits.cpus.map(|c| c.0),
-    };
-    let name = format!(
-        "agentbox-{}-{}",
-        std::process::id(),
-        started.elapsed().as_nanos()
-    );
     let outcome = sandbox
-        .start(
-            policy, slot.base, &opened, &hierarchy, &name, &limits, go_write,
-        )
+        .start(policy, slot.base, &opened, &hierarchy, go_write)
         .and_then(|()| {
             timing::mark("released child");
             sandbox.wait(policy.limits.timeout.map(|t| started + t))
@@ -189,10 +175,15 @@ impl Sandbox {
         uid_base: u32,
         opened: &host::Opened,
         hierarchy: &cgroup::Hierarchy,
-        name: &str,
-        limits: &CgroupLimits,
         go: OwnedFd,
     ) -> Result<(), RunError> {
+        let limits = CgroupLimits {
+            memory: policy.limits.memory,
+            pids: policy.limits.pids,
+            cpu_millis: policy.limits.cpus.map(|c| c.0),
+        };
+        // Unique while the sandbox lives: the supervisor's pid and the child's.
+        let name = format!("agentbox-{}-{}", std::process::id(), self.child);
         let mut go = std::fs::File::from(go);
         if policy.tier == Tier::Ns {
             uidmap::write_maps(self.child, uid_base)?;
@@ -207,7 +198,7 @@ impl Sandbox {
         go.write_all(&[MAPPED])
             .map_err(|e| RunError::setup("release child", e))?;
         let cgroup =
-            Cgroup::create(hierarchy, name, limits).map_err(|e| RunError::setup("cgroup", e))?;
+            Cgroup::create(hierarchy, &name, &limits).map_err(|e| RunError::setup("cgroup", e))?;
         let attached = cgroup.attach(self.child);
         self.cgroup = Some(cgroup);
         attached.map_err(|e| RunError::setup("cgroup attach", e))?;

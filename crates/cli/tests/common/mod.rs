@@ -143,3 +143,102 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A sandbox started in the background that printed its `ready` line.
+pub struct Running {
+    pub child: std::process::Child,
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Starts `agentbox run ARGS` with stdout piped and waits until the sandbox prints a line `ready`.
+/// The caller owns the returned child and waits for it; only a failed read of its stdout (a test
+/// failure anyway) leaves it unreaped.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_ready(args: &[&str]) -> Running {
+    use std::io::BufRead;
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    let mut child = agentbox(&full)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn agentbox");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stdout.read_line(&mut line).expect("read stdout");
+        if n == 0 {
+            let status = child.wait();
+            panic!("sandbox ended before printing ready: {status:?}");
+        }
+        if line.trim() == "ready" {
+            return Running { child, stdout };
+        }
+    }
+}
+
+/// Parent pid of `pid`, from /proc/PID/stat.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every live process descending from `root` (children, grandchildren...).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let all: Vec<u32> = list(Path::new("/proc"))
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let mut found = vec![root];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &pid in &all {
+            if !found.contains(&pid) && parent_of(pid).is_some_and(|p| found.contains(&p)) {
+                found.push(pid);
+                changed = true;
+            }
+        }
+    }
+    found.retain(|&p| p != root);
+    found
+}
+
+/// Live processes whose command line is exactly `argv` (for example `["sleep", "961.5"]`).
+pub fn pids_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    list(Path::new("/proc"))
+        .iter()
+        .filter_map(|n| n.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+/// A line of /proc/PID/status, without its key (`Uid` → "268435456\t268435456\t...").
+pub fn status_field(pid: u32, key: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// The cgroup leaf dirs of the sandbox whose supervisor (`agentbox run` process) has `pid`.
+pub fn sandbox_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("agentbox-{pid}-");
+    let mut dirs = Vec::new();
+    for controller in ["memory", "pids", "cpu", "unified"] {
+        let base = Path::new("/sys/fs/cgroup").join(controller);
+        for name in list(&base) {
+            if name.starts_with(&prefix) {
+                dirs.push(base.join(name));
+            }
+        }
+    }
+    dirs
+}

@@ -15,9 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use agentbox_sys::seccomp::SockFilter;
-
-use super::{Allowlist, Arch, ArgCheck, ArgOp, ArgWidth, SeccompError};
+use crate::{Allowlist, Arch, ArgCheck, ArgOp, ArgWidth, Instruction, SeccompError};
 
 /// The kernel's limit on the length of a classic BPF program.
 pub const BPF_MAXINSNS: usize = 4096;
@@ -50,7 +48,7 @@ const OFFSET_ARGS: u32 = 16;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Compiles `list` for `arch`. Syscall names that do not exist on `arch` are skipped.
-pub fn compile(list: &Allowlist, arch: Arch) -> Result<Vec<SockFilter>, SeccompError> {
+pub fn compile(list: &Allowlist, arch: Arch) -> Result<Vec<Instruction>, SeccompError> {
     let default_ret = SECCOMP_RET_ERRNO | u32::from(list.default_errno().number());
     let rules = resolve(list, arch)?;
     let segments = segments(&rules, default_ret);
@@ -182,12 +180,12 @@ pub(super) struct Label(usize);
 /// Builds a program backwards: each emitted instruction precedes, in program order, all earlier-emitted ones.
 #[derive(Default)]
 pub(super) struct Emitter {
-    reversed: Vec<SockFilter>,
+    reversed: Vec<Instruction>,
 }
 
 impl Emitter {
     fn push(&mut self, code: u16, jt: u8, jf: u8, k: u32) -> Label {
-        self.reversed.push(SockFilter { code, jt, jf, k });
+        self.reversed.push(Instruction { code, jt, jf, k });
         Label(self.reversed.len() - 1)
     }
 
@@ -350,7 +348,7 @@ impl Emitter {
         self.load(offset, masked)
     }
 
-    pub(super) fn finish(mut self) -> Vec<SockFilter> {
+    pub(super) fn finish(mut self) -> Vec<Instruction> {
         self.reversed.reverse();
         self.reversed
     }

@@ -131,6 +131,9 @@ pub(super) fn interesting_values(constants: &[u64], rng: &mut Rng) -> Vec<u64> {
     }
     out.extend((0..8).map(|_| rng.next()));
     out.extend((0..8).map(|_| rng.next() & 0xffff_ffff));
+    // Conditions repeat constants (S_ISUID|S_ISGID on every mode-setting call): try each value once.
+    out.sort_unstable();
+    out.dedup();
     out
 }
 

@@ -3,7 +3,7 @@
 //! `seccomp_check_filter`) before running them, and covers the classic instruction set except the packet
 //! loads seccomp forbids.
 
-use agentbox_sys::seccomp::SockFilter;
+use crate::Instruction;
 
 /// `struct seccomp_data`, as the kernel fills it for one syscall.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,7 +67,7 @@ const SECCOMP_DATA_LEN: usize = 64;
 const BPF_MEMWORDS: usize = 16;
 
 /// Checks what the kernel checks when a filter is attached; `Err` names the first offending instruction.
-pub(super) fn check(program: &[SockFilter]) -> Result<(), String> {
+pub(super) fn check(program: &[Instruction]) -> Result<(), String> {
     if program.is_empty() || program.len() > super::BPF_MAXINSNS {
         return Err(format!(
             "length {} outside 1..={}",
@@ -137,7 +137,7 @@ pub(super) fn check(program: &[SockFilter]) -> Result<(), String> {
 }
 
 /// Runs `program` over `data` and returns the filter's return value. Panics on a program [`check`] rejects.
-pub(super) fn run(program: &[SockFilter], data: &SeccompData) -> u32 {
+pub(super) fn run(program: &[Instruction], data: &SeccompData) -> u32 {
     if let Err(e) = check(program) {
         panic!("invalid program: {e}");
     }
@@ -216,12 +216,12 @@ pub(super) fn run(program: &[SockFilter], data: &SeccompData) -> u32 {
 }
 
 /// Runs `program` and decodes the result.
-pub(super) fn action(program: &[SockFilter], data: &SeccompData) -> Action {
+pub(super) fn action(program: &[Instruction], data: &SeccompData) -> Action {
     Action::from_ret(run(program, data))
 }
 
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
-    SockFilter { code, jt, jf, k }
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Instruction {
+    Instruction { code, jt, jf, k }
 }
 
 #[test]

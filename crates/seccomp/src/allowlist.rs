@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::{Arch, SeccompError};
+use crate::{Arch, SeccompError};
 
 /// Errno values the allowlist may name. The numbers are the same on x86_64 and aarch64 (asm-generic).
 const ERRNOS: &[(&str, u16)] = &[
@@ -48,6 +48,13 @@ const ARG_CONSTANTS: &[(&str, u64)] = &[
     ("PER_LINUX32", 0x0008),
     ("UNAME26", 0x0002_0000),
     ("ADDR_NO_RANDOMIZE", 0x0004_0000),
+    // <linux/stat.h> mode bits.
+    ("S_ISUID", 0o4000),
+    ("S_ISGID", 0o2000),
+    // <asm-generic/fcntl.h> open flags, which x86_64 and aarch64 share for these two. `O_TMPFILE` itself is
+    // `__O_TMPFILE|O_DIRECTORY`, and O_DIRECTORY differs between them, so only its own bit is named.
+    ("O_CREAT", 0o100),
+    ("__O_TMPFILE", 0o2000_0000),
 ];
 
 /// An errno the filter returns, by name and number.

@@ -1,8 +1,11 @@
-//! The seccomp-bpf allowlist and its compiler. The allowlist is reviewed data
-//! (`crates/runtime/seccomp/allowlist.toml`, every entry with a `why`); this module parses and validates it
-//! ([`parse_allowlist`]) and turns it into a classic BPF program ([`compile`]). Everything here is pure:
-//! it never installs a filter, never reads a file at run time and never issues a syscall. Installing the
-//! program is `agentbox_sys::seccomp`'s job.
+//! agentbox's seccomp-bpf allowlist and its compiler. The allowlist is reviewed data
+//! (`crates/seccomp/allowlist.toml`, every entry with a `why`); this crate parses and validates it
+//! ([`parse_allowlist`]) and turns it into a classic BPF program ([`compile`]) for one architecture.
+//! Everything here is pure and safe: it never installs a filter, never reads a file and never issues a
+//! syscall. `agentbox-runtime`'s build script runs it at build time and embeds the program; installing
+//! it is `agentbox_sys::seccomp`'s job. This crate depends on neither, so it can run on the build host.
+
+#![forbid(unsafe_code)]
 
 mod allowlist;
 mod compile;
@@ -15,18 +18,30 @@ mod compile_tests;
 mod default_tests;
 #[cfg(test)]
 mod interpreter_tests;
+#[cfg(test)]
+mod setuid_tests;
 
 use std::str::FromStr;
 
-pub use agentbox_sys::seccomp::SockFilter;
 pub use allowlist::{
     parse_allowlist, AllowGroup, Allowlist, ArgCheck, ArgOp, ArgWidth, ConditionalAllow, Denial,
     DenyGroup, Errno,
 };
 pub use compile::{compile, BPF_MAXINSNS};
 
-/// The reviewed default allowlist, embedded at build time.
-pub const DEFAULT_ALLOWLIST: &str = include_str!("../../seccomp/allowlist.toml");
+/// The reviewed default allowlist (`crates/seccomp/allowlist.toml`), embedded at build time.
+pub const DEFAULT_ALLOWLIST: &str = include_str!("../allowlist.toml");
+
+/// One classic BPF instruction, field for field the kernel's `struct sock_filter`: opcode, jump offsets
+/// when the condition is true / false, and the operand. Plain data, so this crate stays free of the
+/// installing crate; `agentbox-runtime` turns it into `agentbox_sys::seccomp::SockFilter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Instruction {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
 
 /// An architecture the allowlist can be compiled for. Syscall numbers, and whether a syscall exists at all,
 /// depend on it.
@@ -45,7 +60,18 @@ impl Arch {
     /// `AUDIT_ARCH_AARCH64`: `EM_AARCH64` (183) | `__AUDIT_ARCH_64BIT` | `__AUDIT_ARCH_LE`.
     pub const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
 
-    /// The architecture this binary was built for.
+    /// The architecture named by a `target_arch` cfg value (`CARGO_CFG_TARGET_ARCH` in a build script),
+    /// or `None` for one agentbox does not support.
+    pub fn from_target_arch(name: &str) -> Option<Arch> {
+        match name {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+
+    /// The architecture this binary was built for. Defined on the supported architectures only: the crate
+    /// itself builds anywhere (it may run on a build host), agentbox does not.
     #[cfg(target_arch = "x86_64")]
     pub fn native() -> Arch {
         Arch::X86_64
@@ -75,9 +101,6 @@ impl Arch {
         u32::try_from(id).ok()
     }
 }
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-compile_error!("agentbox's seccomp allowlist supports x86_64 and aarch64 only");
 
 /// Why an allowlist was refused or could not be compiled. Each variant names the entry or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -142,9 +165,4 @@ pub enum SeccompError {
 /// The embedded default allowlist, parsed and validated.
 pub fn default_allowlist() -> Result<Allowlist, SeccompError> {
     parse_allowlist(DEFAULT_ALLOWLIST)
-}
-
-/// The embedded default allowlist, compiled for the native architecture.
-pub fn default_program() -> Result<Vec<SockFilter>, SeccompError> {
-    compile(&default_allowlist()?, Arch::native())
 }
