@@ -188,6 +188,10 @@ pub fn ns_child(spec: ChildSpec) -> ! {
 }
 
 fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
+    // The network namespace is the costliest to create (per-namespace IPv4/IPv6 set-up): a helper
+    // starts on it at once, on the other core, while the ids are mapped and the root is built.
+    // (Capabilities in the new user namespace exist before its maps do.)
+    let network = NetworkHelper::start()?;
     wait_for(&spec.go, MAPPED);
     crate::timing::mark("child: mapped");
     mount::set_umask(0);
@@ -197,11 +201,11 @@ fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
     process::set_parent_death_signal(signal::SIGKILL).map_err(|e| Failure::sys("pdeathsig", e))?;
     mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
     let root = build_root(&spec.plan.steps, &spec.opened, 0)?;
+    network.join()?;
     crate::timing::mark("child: root built");
     mount::pivot_into(&root).map_err(|e| Failure::sys("pivot_root", e))?;
     drop(spec.opened);
     process::set_hostname("agentbox").map_err(|e| Failure::sys("hostname", e))?;
-    net::loopback_up().map_err(|e| Failure::sys("loopback", e))?;
     wait_for(&spec.go, ATTACHED);
     drop(spec.go);
     // Now in the sandbox's cgroup: make it the root of the cgroup namespace.
@@ -405,5 +409,55 @@ fn resolve(exec: &ExecSpec) -> Result<CString, Failure> {
             message: format!("{}: permission denied", p.display()),
         }),
         None => Err(not_found()),
+    }
+}
+
+/// A child of the sandbox init that creates the sandbox's network namespace (loopback up) in
+/// parallel with the root's construction, then holds it until the init has joined it.
+struct NetworkHelper {
+    pid: i32,
+    ready: OwnedFd,
+    release: OwnedFd,
+}
+
+impl NetworkHelper {
+    fn start() -> Result<NetworkHelper, Failure> {
+        let (ready_read, ready_write) = fd::pipe().map_err(|e| Failure::sys("pipe", e))?;
+        let (release_read, release_write) = fd::pipe().map_err(|e| Failure::sys("pipe", e))?;
+        match process::fork_with_namespaces(0)
+            .map_err(|e| Failure::sys("fork network helper", e))?
+        {
+            Fork::Child => {
+                drop(ready_read);
+                drop(release_write);
+                let made = process::unshare(ns::NET).and_then(|()| net::loopback_up());
+                if made.is_ok() {
+                    let _ = std::fs::File::from(ready_write).write_all(b"n");
+                    let _ = std::fs::File::from(release_read).read(&mut [0u8; 1]);
+                }
+                process::exit_now(i32::from(made.is_err()))
+            }
+            Fork::Parent(pid) => Ok(NetworkHelper {
+                pid,
+                ready: ready_read,
+                release: release_write,
+            }),
+        }
+    }
+
+    /// Waits until the namespace is ready, moves into it, and lets the helper go.
+    fn join(self) -> Result<(), Failure> {
+        let ready = std::fs::File::from(self.ready).read(&mut [0u8; 1]);
+        let joined = match ready {
+            Ok(1) => process::join_namespaces_of(self.pid, ns::NET)
+                .map_err(|e| Failure::sys("join network namespace", e)),
+            _ => Err(Failure::setup(
+                "network namespace",
+                "the helper could not create it",
+            )),
+        };
+        drop(self.release);
+        let _ = process::wait(self.pid, false);
+        joined
     }
 }

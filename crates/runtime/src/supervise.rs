@@ -49,7 +49,8 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     let (flavour, flags) = match policy.tier {
         Tier::Ns => (
             Flavour::Namespaces,
-            ns::USER | ns::MOUNT | ns::PID | ns::NET | ns::IPC | ns::UTS,
+            // NET is made by the init's helper, in parallel (see launch).
+            ns::USER | ns::MOUNT | ns::PID | ns::IPC | ns::UTS,
         ),
         Tier::Chroot => (Flavour::Chroot, ns::MOUNT),
     };
@@ -112,7 +113,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         });
     // Whatever happened: no process of the sandbox survives, its cgroup goes, its uid slot frees.
     drop(opened);
-    let (events, removed) = sandbox.tear_down();
+    let (events, removed) = sandbox.tear_down(policy.tier == Tier::Ns);
     drop(slot);
     let _ = signal::restore(mask);
     timing::mark("cleaned up");
@@ -257,9 +258,13 @@ impl Sandbox {
         }
     }
 
-    /// Kills and reaps whatever is left, reads the cgroup's counters, removes the cgroup.
-    fn tear_down(mut self) -> (CgroupEvents, Result<(), RunError>) {
-        self.kill_everything();
+    /// Kills and reaps whatever is left, reads the cgroup's counters, removes the cgroup. In the ns
+    /// tier a reaped init means an empty sandbox: the kernel reaps every process of a pid namespace
+    /// before its init finishes exiting.
+    fn tear_down(mut self, own_pid_namespace: bool) -> (CgroupEvents, Result<(), RunError>) {
+        if !(self.reaped && own_pid_namespace) {
+            self.kill_everything();
+        }
         if !self.reaped {
             let _ = process::wait(self.child, false);
             self.reaped = true;

@@ -203,3 +203,19 @@ pub fn exit_now(code: i32) -> ! {
 pub fn sleep(d: Duration) {
     std::thread::sleep(d);
 }
+
+/// Moves the calling process into the namespaces (`flags` from [`ns`]) of process `pid`, through a
+/// pidfd so that the pid cannot be recycled in between.
+pub fn join_namespaces_of(pid: i32, flags: u64) -> Result<(), SysError> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = check(fd, "pidfd_open", || pid.to_string())? as i32;
+    // SAFETY: `fd` is the pidfd just opened; setns takes it and integer flags.
+    let ret = unsafe { libc::setns(fd, flags as libc::c_int) };
+    let result = check(ret as libc::c_long, "setns", || {
+        format!("{flags:#x} of {pid}")
+    });
+    // SAFETY: `fd` was opened above and is not used after this.
+    unsafe { libc::close(fd) };
+    result.map(|_| ())
+}
