@@ -439,6 +439,9 @@ fn inherited_host_fds_do_not_reach_the_command() {
 #[test]
 fn sandboxed_process_seen_from_the_host_holds_only_fds_0_1_2() {
     let sleeper = Sleeper::start("true");
+    // Right after the exec, the dynamic loader of `sleep` briefly holds its libraries open (fd 3):
+    // give it time to finish before looking.
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         numeric_entries(&format!("/proc/{}/fd", sleeper.pid)),
         [0, 1, 2]

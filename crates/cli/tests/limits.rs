@@ -25,7 +25,7 @@ fn record_file() -> tempfile::NamedTempFile {
 fn a_fork_bomb_is_stopped_by_the_pids_limit_and_the_host_is_unaffected() {
     let rec = record_file();
     let started = Instant::now();
-    let mut child = agentbox(&[
+    let child = agentbox(&[
         "run",
         "--pids",
         "64",

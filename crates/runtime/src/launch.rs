@@ -284,8 +284,12 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
         wait_for(&spec.go, ATTACHED);
         drop(spec.go);
         caps::drop_bounding_set().map_err(|e| Failure::sys("drop bounding set", e))?;
+        // The chroot tier's limits are rlimits: processes per uid (the uid is this sandbox's alone)
+        // and address space per process.
         rlimit::set(rlimit::RLIMIT_NPROC, spec.policy.limits.pids)
             .map_err(|e| Failure::sys("rlimit nproc", e))?;
+        rlimit::set(rlimit::RLIMIT_AS, spec.policy.limits.memory)
+            .map_err(|e| Failure::sys("rlimit as", e))?;
         creds::become_user(spec.host_uid, spec.host_uid)
             .map_err(|e| Failure::sys("drop to unprivileged uid", e))?;
         // Set after the last credential change, which would clear it; it survives the execve.

@@ -54,6 +54,13 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         ),
         Tier::Chroot => (Flavour::Chroot, ns::MOUNT),
     };
+    if policy.tier == Tier::Chroot && policy.limits.cpus.is_some() {
+        return Err(RunError::Unenforceable {
+            tier: "chroot",
+            field: "limits.cpus",
+            reason: "the chroot tier limits with rlimits only, and no rlimit caps CPU bandwidth; use --tier ns".into(),
+        });
+    }
     let exec = ExecSpec::new(argv, &policy.env)?;
     let layout = host::layout(&policy.image);
     let opened = host::open_sources(policy)?;
@@ -62,8 +69,12 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         Tier::Ns => seccomp::default_program(),
         Tier::Chroot => &[],
     };
-    // Probe the cgroup hierarchy before anything exists, so a host without one fails cleanly.
-    let hierarchy = cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?;
+    // The ns tier limits with cgroups (the chroot tier with rlimits). Probe the hierarchy before
+    // anything exists, so a host without one fails cleanly.
+    let hierarchy = match policy.tier {
+        Tier::Ns => Some(cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?),
+        Tier::Chroot => None,
+    };
     std::fs::create_dir_all(crate::build::STAGE)
         .map_err(|e| RunError::setup(format!("mkdir {}", crate::build::STAGE), e))?;
     let slot = Slot::acquire()?;
@@ -104,9 +115,10 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         child,
         reaped: false,
         cgroup: None,
+        uid_sweep: (policy.tier == Tier::Chroot).then_some(slot.base + policy.user),
     };
     let outcome = sandbox
-        .start(policy, slot.base, &opened, &hierarchy, go_write)
+        .start(policy, slot.base, &opened, hierarchy.as_ref(), go_write)
         .and_then(|()| {
             timing::mark("released child");
             sandbox.wait(policy.limits.timeout.map(|t| started + t))
@@ -165,6 +177,9 @@ struct Sandbox {
     /// Once reaped, the pid may belong to another process: never signal it again.
     reaped: bool,
     cgroup: Option<Cgroup>,
+    /// Without a pid namespace or cgroup (chroot tier), the host uid that only this sandbox's
+    /// processes hold: killing "every process of that uid" is killing the sandbox.
+    uid_sweep: Option<u32>,
 }
 
 impl Sandbox {
@@ -175,16 +190,9 @@ impl Sandbox {
         policy: &Policy,
         uid_base: u32,
         opened: &host::Opened,
-        hierarchy: &cgroup::Hierarchy,
+        hierarchy: Option<&cgroup::Hierarchy>,
         go: OwnedFd,
     ) -> Result<(), RunError> {
-        let limits = CgroupLimits {
-            memory: policy.limits.memory,
-            pids: policy.limits.pids,
-            cpu_millis: policy.limits.cpus.map(|c| c.0),
-        };
-        // Unique while the sandbox lives: the supervisor's pid and the child's.
-        let name = format!("agentbox-{}-{}", std::process::id(), self.child);
         let mut go = std::fs::File::from(go);
         if policy.tier == Tier::Ns {
             uidmap::write_maps(self.child, uid_base)?;
@@ -198,11 +206,20 @@ impl Sandbox {
         }
         go.write_all(&[MAPPED])
             .map_err(|e| RunError::setup("release child", e))?;
-        let cgroup =
-            Cgroup::create(hierarchy, &name, &limits).map_err(|e| RunError::setup("cgroup", e))?;
-        let attached = cgroup.attach(self.child);
-        self.cgroup = Some(cgroup);
-        attached.map_err(|e| RunError::setup("cgroup attach", e))?;
+        if let Some(hierarchy) = hierarchy {
+            let limits = CgroupLimits {
+                memory: policy.limits.memory,
+                pids: policy.limits.pids,
+                cpu_millis: policy.limits.cpus.map(|c| c.0),
+            };
+            // Unique while the sandbox lives: the supervisor's pid and the child's.
+            let name = format!("agentbox-{}-{}", std::process::id(), self.child);
+            let cgroup = Cgroup::create(hierarchy, &name, &limits)
+                .map_err(|e| RunError::setup("cgroup", e))?;
+            let attached = cgroup.attach(self.child);
+            self.cgroup = Some(cgroup);
+            attached.map_err(|e| RunError::setup("cgroup attach", e))?;
+        }
         // The child may have failed and exited already: then the write fails, and the report says why.
         let _ = go.write_all(&[ATTACHED]);
         Ok(())
@@ -251,6 +268,9 @@ impl Sandbox {
         if !self.reaped {
             let _ = process::kill(self.child, signal::SIGKILL);
         }
+        if let Some(uid) = self.uid_sweep {
+            kill_every_process_of(uid);
+        }
         if let Some(cgroup) = &self.cgroup {
             let _ = cgroup.kill_all(&mut |pid| {
                 let _ = process::kill(pid, signal::SIGKILL);
@@ -281,5 +301,24 @@ impl Sandbox {
                 )
             }
         }
+    }
+}
+
+/// SIGKILLs every process whose uid is `uid`, from a short-lived child that takes that uid (kill(-1)
+/// reaches exactly the processes the sender's uid may signal). Used where the sandbox has no pid
+/// namespace and no cgroup but a host uid of its own.
+fn kill_every_process_of(uid: u32) {
+    match process::fork_with_namespaces(0) {
+        Ok(Fork::Child) => {
+            let code = match agentbox_sys::creds::become_user(uid, uid) {
+                Ok(()) => i32::from(process::kill(-1, signal::SIGKILL).is_err()),
+                Err(_) => 1,
+            };
+            process::exit_now(code)
+        }
+        Ok(Fork::Parent(pid)) => {
+            let _ = process::wait(pid, false);
+        }
+        Err(_) => {}
     }
 }

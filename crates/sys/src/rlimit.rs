@@ -2,7 +2,7 @@
 
 use crate::{check, SysError};
 
-pub use libc::{RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_NPROC};
+pub use libc::{RLIMIT_AS, RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_NPROC};
 
 /// Sets soft and hard limit of `resource` to `value`.
 pub fn set(resource: libc::__rlimit_resource_t, value: u64) -> Result<(), SysError> {
