@@ -1,9 +1,8 @@
 //! File descriptors: close-on-exec pipes, O_PATH handles, closing everything above stderr.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
 
-use crate::{check, cstring, SysError};
+use crate::{check, SysError};
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), SysError> {
@@ -13,18 +12,6 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), SysError> {
     check(ret as libc::c_long, "pipe2", String::new)?;
     // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Opens `path` as an O_PATH handle (no read or write access; usable as a mount source through
-/// /proc/self/fd/N). Follows symlinks only if `follow`.
-pub fn open_path(path: &Path, follow: bool) -> Result<OwnedFd, SysError> {
-    let c = cstring(path)?;
-    let flags = libc::O_PATH | libc::O_CLOEXEC | if follow { 0 } else { libc::O_NOFOLLOW };
-    // SAFETY: `c` is a valid NUL-terminated string for the call.
-    let fd = unsafe { libc::open(c.as_ptr(), flags) };
-    check(fd as libc::c_long, "open", || path.display().to_string())?;
-    // SAFETY: `fd` was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Marks every fd from `first` upward close-on-exec, so the exec'd program inherits only 0..first.

@@ -23,7 +23,7 @@ pub enum Fork {
 }
 
 /// Number of threads of the current process, from /proc/self/stat.
-pub fn thread_count() -> Result<usize, SysError> {
+fn thread_count() -> Result<usize, SysError> {
     let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| {
         SysError::new(
             "read",
