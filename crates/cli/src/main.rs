@@ -26,6 +26,31 @@ enum Command {
     /// failed on this host; 124 the timeout ended the run; 125 invalid input (policy, flag, path);
     /// 126 the command cannot be executed; 127 the command does not exist in the sandbox.
     Run(run_args::RunArgs),
+    /// The set-up helper: runs a sandbox from a policy spec given as JSON in the environment
+    /// variable AGENTBOX_SPEC_JSON. For callers that hold threads (the server), which must exec a
+    /// fresh single-threaded process rather than fork themselves; see
+    /// `agentbox_runtime::helper_command`.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SandboxArgs {
+    #[arg(long, value_name = "FILE")]
+    exit_record: Option<std::path::PathBuf>,
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn sandbox_helper(args: SandboxArgs) -> i32 {
+    let json = std::env::var(agentbox_runtime::helper::SPEC_VARIABLE).unwrap_or_default();
+    match agentbox_runtime::helper::parse_spec(&json) {
+        Ok(spec) => run_args::run_spec(&spec, &args.command, args.exit_record.as_deref()),
+        Err(e) => {
+            eprintln!("agentbox: {e}");
+            exit_code::INVALID_INPUT
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -48,6 +73,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => run_args::run(args),
+        Command::Sandbox(args) => sandbox_helper(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

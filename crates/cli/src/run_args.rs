@@ -135,23 +135,31 @@ fn spec_from(args: &RunArgs) -> Result<PolicySpec, String> {
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    let spec = match spec_from(&args) {
-        Ok(spec) => spec,
-        Err(message) => return fail(exit_code::INVALID_INPUT, message),
-    };
+    match spec_from(&args) {
+        Ok(spec) => run_spec(&spec, &args.command, args.exit_record.as_deref()),
+        Err(message) => fail(exit_code::INVALID_INPUT, message),
+    }
+}
+
+/// Validates `spec` and runs `command` under it; returns agentbox's exit code. Shared by `run` and
+/// the hidden helper subcommand.
+pub fn run_spec(
+    spec: &PolicySpec,
+    command: &[String],
+    exit_record: Option<&std::path::Path>,
+) -> i32 {
     let term = std::env::var("TERM").ok();
     let policy = match spec.validate(term.as_deref()) {
         Ok(p) => p,
         Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
     };
-    match agentbox_runtime::run(&policy, &args.command) {
+    match agentbox_runtime::run(&policy, command) {
         Ok(record) => {
             if let Some(notice) = record.notice(policy.limits.timeout) {
                 eprintln!("agentbox: {notice}");
             }
-            if let Some(path) = &args.exit_record {
-                let json = serde_json_string(&record);
-                if let Err(e) = std::fs::write(path, json) {
+            if let Some(path) = exit_record {
+                if let Err(e) = std::fs::write(path, agentbox_runtime::record::to_json(&record)) {
                     eprintln!("agentbox: exit record {}: {e}", path.display());
                 }
             }
@@ -159,8 +167,4 @@ pub fn run(args: RunArgs) -> i32 {
         }
         Err(e) => fail(e.exit_code(), e),
     }
-}
-
-fn serde_json_string(record: &agentbox_runtime::ExitRecord) -> String {
-    agentbox_runtime::record::to_json(record)
 }

@@ -5,6 +5,7 @@
 mod build;
 pub mod cgroup;
 mod error;
+pub mod helper;
 pub mod host;
 mod launch;
 pub mod plan;
@@ -15,5 +16,6 @@ pub mod timing;
 pub mod uidmap;
 
 pub use error::{exit_code, RunError};
+pub use helper::helper_command;
 pub use record::{ExitRecord, Reason};
 pub use supervise::run;
