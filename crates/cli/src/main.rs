@@ -25,7 +25,7 @@ enum Command {
     /// Exit codes: the command's own code, or 128+N when signal N killed it; 123 sandbox setup
     /// failed on this host; 124 the timeout ended the run; 125 invalid input (policy, flag, path);
     /// 126 the command cannot be executed; 127 the command does not exist in the sandbox.
-    Run(run_args::RunArgs),
+    Run(Box<run_args::RunArgs>),
     /// The set-up helper: runs a sandbox from a policy spec given as JSON in the environment
     /// variable AGENTBOX_SPEC_JSON. For callers that hold threads (the server), which must exec a
     /// fresh single-threaded process rather than fork themselves; see
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run(args) => run_args::run(args),
+        Command::Run(args) => run_args::run(*args),
         Command::Sandbox(args) => sandbox_helper(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
