@@ -454,3 +454,28 @@ fn chroot_tier_timeout() {
     assert_eq!(o.status.code(), Some(124), "stderr: {}", stderr(&o));
     assert!(started.elapsed() < Duration::from_secs(6));
 }
+
+#[test]
+fn dev_stdout_stderr_and_stdin_reopen_through_captured_pipes() {
+    // Command::output() captures through pipes the test process (host root) created.
+    for user in ["0", "1000"] {
+        let mut child = agentbox(&[
+            "run",
+            "--user",
+            user,
+            "--",
+            "sh",
+            "-c",
+            "echo out > /dev/stdout; echo err > /dev/stderr; cat /dev/stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agentbox");
+        child.stdin.take().unwrap().write_all(b"in\n").unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(stdout(&o), "out\nin\n", "user {user}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "err\n", "user {user}");
+    }
+}

@@ -78,6 +78,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     std::fs::create_dir_all(crate::build::STAGE)
         .map_err(|e| RunError::setup(format!("mkdir {}", crate::build::STAGE), e))?;
     let slot = Slot::acquire()?;
+    give_stdio_pipes(slot.base + policy.user)?;
     timing::mark("prepared");
     let (go_read, go_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let (report_read, report_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
@@ -321,4 +322,20 @@ fn kill_every_process_of(uid: u32) {
         }
         Err(_) => {}
     }
+}
+
+/// Pipes on stdin, stdout and stderr (a caller capturing output, a shell pipeline) become the
+/// command's own, so that reopening them by path (`echo x > /dev/stderr`, `cat /dev/stdin`) works
+/// inside the sandbox, where the caller's uid is not mapped. Terminals and /dev/null are usable by
+/// anyone already; a regular file keeps its owner (reopen it by fd, not by path).
+fn give_stdio_pipes(uid: u32) -> Result<(), RunError> {
+    for fd in 0..=2 {
+        match agentbox_sys::fd::give_pipe(fd, uid, uid) {
+            Ok(_) => {}
+            // A closed stdio descriptor is the caller's choice, not an error.
+            Err(e) if e.errno() == agentbox_sys::errno::EBADF => {}
+            Err(e) => return Err(RunError::setup("stdio", e)),
+        }
+    }
+    Ok(())
 }

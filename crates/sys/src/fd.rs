@@ -34,3 +34,21 @@ pub fn is_terminal(fd: i32) -> bool {
     // SAFETY: isatty takes an integer and only queries it.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+/// If fd `fd` is a pipe or FIFO, makes `uid`/`gid` its owner and returns true. A process that
+/// reopens the pipe through /proc/self/fd (as `/dev/stdout` does) is checked against the pipe's
+/// owner and mode, 0600 for an anonymous pipe.
+pub fn give_pipe(fd: i32, uid: u32, gid: u32) -> Result<bool, SysError> {
+    // SAFETY: an all-zero stat is a valid out-parameter; fstat writes only into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` outlives the call.
+    let ret = unsafe { libc::fstat(fd, &mut st) };
+    check(ret as libc::c_long, "fstat", || fd.to_string())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Ok(false);
+    }
+    // SAFETY: fchown takes integers only.
+    let ret = unsafe { libc::fchown(fd, uid, gid) };
+    check(ret as libc::c_long, "fchown", || format!("fd {fd}"))?;
+    Ok(true)
+}

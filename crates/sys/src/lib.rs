@@ -19,7 +19,7 @@ pub use error::SysError;
 
 /// errno values callers branch on.
 pub mod errno {
-    pub use libc::{EACCES, EBUSY, EINVAL, ENOENT, ENOEXEC, EPERM};
+    pub use libc::{EACCES, EBADF, EBUSY, EINVAL, ENOENT, ENOEXEC, EPERM};
 }
 
 /// Converts a -1/errno return into a `SysError` naming the operation.
