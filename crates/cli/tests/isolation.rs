@@ -274,3 +274,39 @@ fn killing_the_supervisor_takes_every_sandbox_process_down() {
         }
     }
 }
+
+#[test]
+fn the_chroot_tier_enforces_network_none_too() {
+    let mut running = spawn_ready(&[
+        "--tier",
+        "chroot",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 30",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sleeper = loop {
+        let found = descendants(running.child.id()).into_iter().find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chroot sandbox's sleep never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let inside = std::fs::read_link(format!("/proc/{sleeper}/ns/net")).unwrap();
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg(running.child.id().to_string())
+        .status();
+    let _ = running.child.wait();
+    assert_ne!(
+        inside, host,
+        "the chroot tier shares the host's network namespace"
+    );
+}

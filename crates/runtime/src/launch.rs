@@ -273,11 +273,15 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
         Ok(r) => r,
         Err(_) => process::exit_now(125),
     };
+    let supervisor = process::getppid();
     let result = (|| -> Result<Infallible, Failure> {
+        // `network = none` holds on this tier too: an empty network namespace, made in parallel.
+        let network = NetworkHelper::start()?;
         wait_for(&spec.go, MAPPED);
         mount::set_umask(0);
         mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
         let root = build_root(&spec.plan.steps, &spec.opened, spec.host_uid)?;
+        network.join()?;
         mount::chroot(&root).map_err(|e| Failure::sys("chroot", e))?;
         mount::chdir(Path::new("/")).map_err(|e| Failure::sys("chdir /", e))?;
         drop(spec.opened);
@@ -293,8 +297,12 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
         creds::become_user(spec.host_uid, spec.host_uid)
             .map_err(|e| Failure::sys("drop to unprivileged uid", e))?;
         // Set after the last credential change, which would clear it; it survives the execve.
+        // A supervisor that died before that has left this process to another parent.
         process::set_parent_death_signal(signal::SIGKILL)
             .map_err(|e| Failure::sys("pdeathsig", e))?;
+        if process::getppid() != supervisor {
+            process::exit_now(125);
+        }
         exec_command(
             spec.policy,
             spec.plan,

@@ -130,6 +130,11 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+pub fn getppid() -> i32 {
+    // SAFETY: getppid has no arguments and cannot fail.
+    unsafe { libc::getppid() }
+}
+
 /// Starts a new session (detaches from the controlling terminal).
 pub fn setsid() -> Result<(), SysError> {
     // SAFETY: setsid has no arguments.
