@@ -310,3 +310,26 @@ fn the_chroot_tier_enforces_network_none_too() {
         "the chroot tier shares the host's network namespace"
     );
 }
+
+#[test]
+fn a_mount_target_that_crosses_a_symlink_of_the_image_is_refused() {
+    let image = tiny_rootfs();
+    std::os::unix::fs::symlink("/etc", image.path().join("workspace")).unwrap();
+    let ws = tempfile::Builder::new().prefix("ws-").tempdir().unwrap();
+    let before = listing(image.path());
+    for _ in 0..5 {
+        let o = run(&[
+            "--image",
+            image.path().to_str().unwrap(),
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "true",
+        ]);
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).contains("crosses a symlink"), "{}", stderr(&o));
+    }
+    assert_eq!(listing(image.path()), before);
+}

@@ -130,19 +130,22 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     drop(slot);
     let _ = signal::restore(mask);
     timing::mark("cleaned up");
-    let (mut exit, timed_out) = outcome?;
+    // The child's own report comes first: when it failed (a bad cwd, a mount target crossing a
+    // symlink), the supervisor's side may have failed too, only because the child was gone.
     let mut report = String::new();
     let _ = std::fs::File::from(report_read).read_to_string(&mut report);
+    let timed_out = matches!(outcome, Ok((_, true)));
+    let mut signal = None;
     for failure in report.lines().filter_map(Failure::decode) {
         match failure.kind {
-            FailureKind::Signal => {
-                if let Ok(signo) = failure.message.parse() {
-                    exit = Exit::Signal(signo);
-                }
-            }
+            FailureKind::Signal => signal = failure.message.parse().ok(),
             _ if timed_out => {}
             _ => return Err(failure_to_error(failure)),
         }
+    }
+    let (mut exit, timed_out) = outcome?;
+    if let Some(signo) = signal {
+        exit = Exit::Signal(signo);
     }
     removed?;
     Ok(ExitRecord::new(
@@ -250,6 +253,7 @@ impl Sandbox {
                         .map_err(|e| RunError::setup("waitpid", e))?
                     {
                         self.reaped = true;
+                        timing::mark("child reaped");
                         return Ok((exit, timed_out));
                     }
                 }
