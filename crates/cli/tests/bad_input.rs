@@ -549,3 +549,19 @@ fn flag_overrides_bad_policy_value() {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     assert_nothing_left(&before);
 }
+
+#[test]
+fn workspace_that_is_a_file() {
+    let _g = serial();
+    let before = host_state();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let o = run(&["--workspace", file.path().to_str().unwrap(), "--", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("workspace") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_nothing_left(&before);
+}

@@ -68,6 +68,9 @@ pub fn open_sources(policy: &Policy) -> Result<Opened, RunError> {
             first = false;
             let meta =
                 std::fs::metadata(source).map_err(|e| RunError::invalid(&field, source, e))?;
+            if field == "workspace" && !meta.is_dir() {
+                return Err(RunError::invalid(&field, source, "not a directory"));
+            }
             opened
                 .fds
                 .push(clone_tree(source).map_err(|e| RunError::invalid(&field, source, e.source))?);
