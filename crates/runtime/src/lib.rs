@@ -12,6 +12,7 @@ pub mod plan;
 pub mod record;
 pub mod seccomp;
 mod supervise;
+pub mod tier;
 pub mod timing;
 pub mod uidmap;
 

@@ -13,16 +13,16 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use agentbox_policy::{Policy, Tier};
-use agentbox_sys::process::{self, ns, Exit, Fork};
+use agentbox_policy::Policy;
+use agentbox_sys::process::{self, Exit, Fork};
 use agentbox_sys::{fd, signal};
 
 use crate::cgroup::{self, Cgroup, CgroupEvents, CgroupLimits};
-use crate::launch::{self, ChildSpec, ExecSpec, Failure, FailureKind};
-use crate::plan::{self, Flavour};
+use crate::launch::{ChildSpec, ExecSpec, Failure, FailureKind};
+use crate::plan;
 use crate::record::ExitRecord;
 use crate::uidmap::{self, Slot};
-use crate::{host, seccomp, timing, RunError};
+use crate::{host, tier, timing, RunError};
 
 /// First byte on the go pipe: uid/gid maps are written.
 pub const MAPPED: u8 = b'm';
@@ -46,34 +46,17 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     }
     let started = Instant::now();
     timing::init();
-    let (flavour, flags) = match policy.tier {
-        Tier::Ns => (
-            Flavour::Namespaces,
-            // NET is made by the init's helper, in parallel (see launch).
-            ns::USER | ns::MOUNT | ns::PID | ns::IPC | ns::UTS,
-        ),
-        Tier::Chroot => (Flavour::Chroot, ns::MOUNT),
-    };
-    if policy.tier == Tier::Chroot && policy.limits.cpus.is_some() {
-        return Err(RunError::Unenforceable {
-            tier: "chroot",
-            field: "limits.cpus",
-            reason: "the chroot tier limits with rlimits only, and no rlimit caps CPU bandwidth; use --tier ns".into(),
-        });
-    }
+    tier::check_enforceable(policy)?;
+    let mechanisms = tier::mechanisms(policy.tier);
     let exec = ExecSpec::new(argv, &policy.env)?;
     let layout = host::layout(&policy.image);
     let opened = host::open_sources(policy)?;
-    let mount_plan = plan::plan(policy, &layout, &opened.is_dir, flavour);
-    let program = match policy.tier {
-        Tier::Ns => seccomp::default_program(),
-        Tier::Chroot => &[],
-    };
-    // The ns tier limits with cgroups (the chroot tier with rlimits). Probe the hierarchy before
-    // anything exists, so a host without one fails cleanly.
-    let hierarchy = match policy.tier {
-        Tier::Ns => Some(cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?),
-        Tier::Chroot => None,
+    let mount_plan = plan::plan(policy, &layout, &opened.is_dir, mechanisms.flavour);
+    // Probe the cgroup hierarchy before anything exists, so a host without one fails cleanly.
+    let hierarchy = if mechanisms.cgroups {
+        Some(cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?)
+    } else {
+        None
     };
     std::fs::create_dir_all(crate::build::STAGE)
         .map_err(|e| RunError::setup(format!("mkdir {}", crate::build::STAGE), e))?;
@@ -83,7 +66,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     let (go_read, go_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let (report_read, report_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
-    let child = match process::fork_with_namespaces(flags) {
+    let child = match process::fork_with_namespaces(mechanisms.clone_flags) {
         Err(e) => {
             let _ = signal::restore(mask);
             return Err(RunError::setup("clone", e));
@@ -95,17 +78,14 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
                 policy,
                 plan: &mount_plan,
                 opened: opened.fds,
-                seccomp: program,
+                seccomp: mechanisms.seccomp,
                 exec: &exec,
                 mask,
                 go: go_read,
                 report: report_write,
                 host_uid: slot.base + policy.user,
             };
-            match policy.tier {
-                Tier::Ns => launch::ns_child(spec),
-                Tier::Chroot => launch::chroot_child(spec),
-            }
+            (mechanisms.child)(spec)
         }
         Ok(Fork::Parent(pid)) => pid,
     };
@@ -116,17 +96,25 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         child,
         reaped: false,
         cgroup: None,
-        uid_sweep: (policy.tier == Tier::Chroot).then_some(slot.base + policy.user),
+        uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups)
+            .then_some(slot.base + policy.user),
     };
     let outcome = sandbox
-        .start(policy, slot.base, &opened, hierarchy.as_ref(), go_write)
+        .start(
+            policy,
+            mechanisms.user_namespace,
+            slot.base,
+            &opened,
+            hierarchy.as_ref(),
+            go_write,
+        )
         .and_then(|()| {
             timing::mark("released child");
             sandbox.wait(policy.limits.timeout.map(|t| started + t))
         });
     // Whatever happened: no process of the sandbox survives, its cgroup goes, its uid slot frees.
     drop(opened);
-    let (events, removed) = sandbox.tear_down(policy.tier == Tier::Ns);
+    let (events, removed) = sandbox.tear_down(mechanisms.pid_namespace);
     drop(slot);
     let _ = signal::restore(mask);
     timing::mark("cleaned up");
@@ -192,13 +180,14 @@ impl Sandbox {
     fn start(
         &mut self,
         policy: &Policy,
+        user_namespace: bool,
         uid_base: u32,
         opened: &host::Opened,
         hierarchy: Option<&cgroup::Hierarchy>,
         go: OwnedFd,
     ) -> Result<(), RunError> {
         let mut go = std::fs::File::from(go);
-        if policy.tier == Tier::Ns {
+        if user_namespace {
             uidmap::write_maps(self.child, uid_base)?;
             let userns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/user", self.child))
                 .map_err(|e| RunError::setup("open user namespace", e))?
