@@ -26,6 +26,9 @@ enum Command {
     /// failed on this host; 124 the timeout ended the run; 125 invalid input (policy, flag, path);
     /// 126 the command cannot be executed; 127 the command does not exist in the sandbox.
     Run(Box<run_args::RunArgs>),
+    /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
+    /// still in them) and uid slots.
+    Gc,
     /// The set-up helper: runs a sandbox from a policy spec given as JSON in the environment
     /// variable AGENTBOX_SPEC_JSON. For callers that hold threads (the server), which must exec a
     /// fresh single-threaded process rather than fork themselves; see
@@ -40,6 +43,26 @@ struct SandboxArgs {
     exit_record: Option<std::path::PathBuf>,
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+fn gc() -> i32 {
+    match agentbox_runtime::gc::collect() {
+        Ok(r) => {
+            for dir in &r.cgroups {
+                println!("removed cgroup {}", dir.display());
+            }
+            println!(
+                "reclaimed {} cgroup(s) and {} uid slot(s)",
+                r.cgroups.len(),
+                r.slots
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("agentbox: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 fn sandbox_helper(args: SandboxArgs) -> i32 {
@@ -74,6 +97,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run_args::run(*args),
         Command::Sandbox(args) => sandbox_helper(args),
+        Command::Gc => gc(),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

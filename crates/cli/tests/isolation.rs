@@ -261,17 +261,25 @@ fn killing_the_supervisor_takes_every_sandbox_process_down() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The supervisor died before cleaning up: remove what it left (a later `agentbox gc`'s job).
-    for dir in sandbox_cgroups(supervisor) {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    // The supervisor died before cleaning up: its cgroup and uid slot stay until `agentbox gc`.
+    let left = sandbox_cgroups(supervisor);
+    assert!(
+        !left.is_empty(),
+        "a killed supervisor cannot have removed its cgroup"
+    );
+    let gc = ok(agentbox(&["gc"]).output().unwrap());
+    for dir in left {
+        assert!(!dir.exists(), "gc left {}: {gc}", dir.display());
+        assert!(gc.contains(&dir.display().to_string()), "{gc}");
     }
-    for slot in std::fs::read_dir("/run/agentbox/slots").unwrap().flatten() {
-        if std::fs::read_to_string(slot.path()).is_ok_and(|p| p.trim() == supervisor.to_string()) {
-            let _ = std::fs::remove_file(slot.path());
-        }
+    let slots = std::fs::read_dir("/run/agentbox/slots").unwrap().flatten();
+    for slot in slots {
+        let owner = std::fs::read_to_string(slot.path()).unwrap_or_default();
+        assert_ne!(
+            owner.trim(),
+            supervisor.to_string(),
+            "gc left the dead supervisor's uid slot"
+        );
     }
 }
 

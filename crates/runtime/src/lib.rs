@@ -5,6 +5,7 @@
 mod build;
 pub mod cgroup;
 mod error;
+pub mod gc;
 pub mod helper;
 pub mod host;
 mod launch;

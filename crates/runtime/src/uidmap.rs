@@ -58,6 +58,17 @@ impl Slot {
     }
 }
 
+/// Removes the slot files whose owner is dead; returns how many.
+pub fn free_stale_slots() -> usize {
+    let Ok(entries) = std::fs::read_dir(SLOTS_DIR) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| !owner_alive(&e.path()) && std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 fn owner_alive(path: &std::path::Path) -> bool {
     match std::fs::read_to_string(path)
         .ok()

@@ -1,0 +1,94 @@
+//! Reclaiming what a supervisor that died (`kill -9`) could not clean up: its cgroup leaves (and
+//! any process still in them) and its uid slot. The sandbox itself is already gone: its init died
+//! of the parent-death signal and took the namespaces with it.
+
+use std::path::{Path, PathBuf};
+
+use agentbox_sys::{process, signal};
+
+use crate::cgroup::{self, Hierarchy};
+use crate::RunError;
+
+/// What `collect` reclaimed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub cgroups: Vec<PathBuf>,
+    pub slots: usize,
+}
+
+/// Removes the cgroup leaves of dead supervisors and frees their uid slots.
+pub fn collect() -> Result<Reclaimed, RunError> {
+    let mut reclaimed = Reclaimed {
+        slots: crate::uidmap::free_stale_slots(),
+        ..Default::default()
+    };
+    let roots = match cgroup::detect_host() {
+        Ok(Hierarchy::V1 { memory, pids, cpu }) => [Some(memory), Some(pids), cpu]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Ok(Hierarchy::V2 { root }) => vec![root],
+        Err(_) => Vec::new(),
+    };
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if supervisor_of(&name).is_some_and(|pid| !supervisor_alive(pid)) {
+                let dir = entry.path();
+                empty_and_remove(&dir)
+                    .map_err(|e| RunError::setup(format!("gc {}", dir.display()), e))?;
+                reclaimed.cgroups.push(dir);
+            }
+        }
+    }
+    Ok(reclaimed)
+}
+
+/// The supervisor pid in a leaf name `agentbox-<supervisor>-<child>`.
+fn supervisor_of(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("agentbox-")?.split('-');
+    let supervisor = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u32>().ok()?;
+    parts.next().is_none().then_some(supervisor)
+}
+
+/// Whether a process with that pid exists. A recycled pid keeps the garbage until it goes too:
+/// better than ever reclaiming a live sandbox.
+fn supervisor_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn empty_and_remove(dir: &Path) -> std::io::Result<()> {
+    for _ in 0..200 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+        if procs.trim().is_empty() {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(agentbox_sys::errno::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = process::kill(pid, signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::remove_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_agentbox_leaf_names_name_a_supervisor() {
+        assert_eq!(supervisor_of("agentbox-123-456"), Some(123));
+        assert_eq!(supervisor_of("agentbox-123"), None);
+        assert_eq!(supervisor_of("agentbox-test-1"), None);
+        assert_eq!(supervisor_of("agentbox-1-2-3"), None);
+        assert_eq!(supervisor_of("user.slice"), None);
+    }
+}
