@@ -3,6 +3,7 @@
 //! that sets up the sandbox (the runtime refuses to fork from a threaded process).
 
 mod run_args;
+mod sandbox_args;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,17 @@ enum Command {
     /// failed on this host; 124 the timeout ended the run; 125 invalid input (policy, flag, path);
     /// 126 the command cannot be executed; 127 the command does not exist in the sandbox.
     Run(Box<run_args::RunArgs>),
+    /// Create a persistent sandbox (ns tier) and print its id; its own supervisor holds it.
+    Create(Box<sandbox_args::CreateArgs>),
+    /// Run a command in a persistent sandbox, exactly as confined as every other command there.
+    Exec(sandbox_args::ExecArgs),
+    /// List persistent sandboxes: id, name, tier, state, age, memory in use.
+    Ls,
+    /// Stop and remove persistent sandboxes.
+    Rm(sandbox_args::RmArgs),
+    /// Copy a file or directory into (`cp HOSTPATH ID:/path`) or out of (`cp ID:/path HOSTPATH`) a
+    /// persistent sandbox; paths resolve inside the sandbox's root, symlinks included.
+    Cp(sandbox_args::CpArgs),
     /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
     /// still in them) and uid slots.
     Gc,
@@ -51,8 +63,12 @@ fn gc() -> i32 {
             for dir in &r.cgroups {
                 println!("removed cgroup {}", dir.display());
             }
+            for id in &r.sandboxes {
+                println!("reclaimed sandbox {id}");
+            }
             println!(
-                "reclaimed {} cgroup(s) and {} uid slot(s)",
+                "reclaimed {} sandbox(es), {} cgroup(s) and {} uid slot(s)",
+                r.sandboxes.len(),
                 r.cgroups.len(),
                 r.slots
             );
@@ -98,6 +114,11 @@ fn main() -> ExitCode {
         Command::Run(args) => run_args::run(*args),
         Command::Sandbox(args) => sandbox_helper(args),
         Command::Gc => gc(),
+        Command::Create(args) => sandbox_args::create(*args),
+        Command::Exec(args) => sandbox_args::exec(args),
+        Command::Ls => sandbox_args::ls(),
+        Command::Rm(args) => sandbox_args::rm(args),
+        Command::Cp(args) => sandbox_args::cp(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -13,6 +13,19 @@ use agentbox_runtime::exit_code;
 it only changes the root directory and drops to an unprivileged uid; use it for speed with trusted code."
 )]
 pub struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Write the exit record (how and why the run ended, peak memory, limits hit) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    exit_record: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// The policy flags, shared by `run` and `create`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
     /// Read the policy from this TOML file (unknown fields are refused); flags override it.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -61,21 +74,15 @@ pub struct RunArgs {
     /// Numeric uid (and gid) of the command inside the sandbox (default 0, never root on the host).
     #[arg(long, value_name = "UID")]
     user: Option<u32>,
-    /// Write the exit record (how and why the run ended, peak memory, limits hit) as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    exit_record: Option<PathBuf>,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
 }
 
-fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
+pub fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     eprintln!("agentbox: {message}");
     code
 }
 
 /// Builds the spec: the policy file (if any), then every flag on top.
-fn spec_from(args: &RunArgs) -> Result<PolicySpec, String> {
+pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
     let mut spec = match &args.policy {
         None => PolicySpec::default(),
         Some(path) => {
@@ -135,7 +142,7 @@ fn spec_from(args: &RunArgs) -> Result<PolicySpec, String> {
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    match spec_from(&args) {
+    match spec_from(&args.policy) {
         Ok(spec) => run_spec(&spec, &args.command, args.exit_record.as_deref()),
         Err(message) => fail(exit_code::INVALID_INPUT, message),
     }

@@ -12,16 +12,25 @@ use crate::RunError;
 /// What `collect` reclaimed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reclaimed {
+    /// Persistent sandboxes whose supervisor died.
+    pub sandboxes: Vec<String>,
     pub cgroups: Vec<PathBuf>,
     pub slots: usize,
 }
 
-/// Removes the cgroup leaves of dead supervisors and frees their uid slots.
+/// Reclaims failed persistent sandboxes, removes the cgroup leaves of dead supervisors and frees
+/// their uid slots.
 pub fn collect() -> Result<Reclaimed, RunError> {
-    let mut reclaimed = Reclaimed {
-        slots: crate::uidmap::free_stale_slots(),
-        ..Default::default()
-    };
+    let mut reclaimed = Reclaimed::default();
+    // Persistent sandboxes whose supervisor died: their state dirs, cgroups and slots.
+    for state in crate::persistent::state::list() {
+        if state.health() == crate::persistent::Health::Failed {
+            crate::persistent::state::reclaim(&state)?;
+            reclaimed.cgroups.extend(state.cgroups.iter().cloned());
+            reclaimed.sandboxes.push(state.id);
+        }
+    }
+    reclaimed.slots = crate::uidmap::free_stale_slots();
     let roots = match cgroup::detect_host() {
         Ok(Hierarchy::V1 { memory, pids, cpu }) => [Some(memory), Some(pids), cpu]
             .into_iter()
@@ -61,7 +70,7 @@ fn supervisor_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn empty_and_remove(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn empty_and_remove(dir: &Path) -> std::io::Result<()> {
     for _ in 0..200 {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
         if procs.trim().is_empty() {

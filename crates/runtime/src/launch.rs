@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -103,12 +103,20 @@ pub struct ChildSpec<'a> {
     pub plan: &'a MountPlan,
     pub opened: Vec<OwnedFd>,
     pub seccomp: &'a [SockFilter],
-    pub exec: &'a ExecSpec,
+    pub purpose: ChildPurpose<'a>,
     pub mask: SavedMask,
     pub go: OwnedFd,
     pub report: OwnedFd,
     /// chroot tier only: the host uid the command runs as.
     pub host_uid: u32,
+}
+
+/// What the sandbox's first process does once the sandbox is built.
+pub enum ChildPurpose<'a> {
+    /// Run this command; the sandbox ends with it (`agentbox run`).
+    Command(&'a ExecSpec),
+    /// Stay up and run commands on request over this channel (persistent sandboxes; ns tier).
+    Serve(OwnedFd),
 }
 
 /// The command, resolved to C strings before the fork.
@@ -175,8 +183,22 @@ fn wait_for(go: &OwnedFd, expected: u8) {
     }
 }
 
+/// Closes every descriptor the child does not own (the supervisor's ends of pipes and sockets, the
+/// caller's stray fds), so that only the supervisor holds them and their EOF means what it says.
+fn keep_only_own_fds(spec: &ChildSpec) {
+    let mut keep: Vec<i32> = vec![spec.go.as_raw_fd(), spec.report.as_raw_fd()];
+    keep.extend(spec.opened.iter().map(|fd| fd.as_raw_fd()));
+    if let ChildPurpose::Serve(channel) = &spec.purpose {
+        keep.push(channel.as_raw_fd());
+    }
+    if fd::close_all_except(&keep).is_err() {
+        process::exit_now(125);
+    }
+}
+
 /// ns tier: runs as pid 1 of the new namespaces. Never returns.
 pub fn ns_child(spec: ChildSpec) -> ! {
+    keep_only_own_fds(&spec);
     let report = match spec.report.try_clone() {
         Ok(r) => r,
         Err(_) => process::exit_now(125),
@@ -210,6 +232,12 @@ fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
     drop(spec.go);
     // Now in the sandbox's cgroup: make it the root of the cgroup namespace.
     process::unshare(ns::CGROUP).map_err(|e| Failure::sys("cgroup namespace", e))?;
+    let exec = match spec.purpose {
+        ChildPurpose::Serve(channel) => {
+            crate::serve::serve(spec.policy, spec.plan, spec.seccomp, spec.mask, channel)
+        }
+        ChildPurpose::Command(exec) => exec,
+    };
     let command =
         match process::fork_with_namespaces(0).map_err(|e| Failure::sys("fork command", e))? {
             Fork::Child => {
@@ -217,9 +245,9 @@ fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
                     spec.policy,
                     spec.plan,
                     spec.seccomp,
-                    spec.exec,
+                    exec,
                     spec.mask,
-                    true,
+                    Confinement::Full,
                 ) {
                     Ok(never) => match never {},
                     Err(f) => f,
@@ -269,6 +297,7 @@ fn reap_and_forward(command: i32) -> Exit {
 
 /// chroot tier: builds the root, chroots, drops to the host uid, execs. Never returns.
 pub fn chroot_child(spec: ChildSpec) -> ! {
+    keep_only_own_fds(&spec);
     let report = match spec.report.try_clone() {
         Ok(r) => r,
         Err(_) => process::exit_now(125),
@@ -303,13 +332,19 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
         if process::getppid() != supervisor {
             process::exit_now(125);
         }
+        let ChildPurpose::Command(exec) = spec.purpose else {
+            return Err(Failure::setup(
+                "chroot tier",
+                "persistent sandboxes need the ns tier",
+            ));
+        };
         exec_command(
             spec.policy,
             spec.plan,
             spec.seccomp,
-            spec.exec,
+            exec,
             spec.mask,
-            false,
+            Confinement::Chroot,
         )
     })();
     match result {
@@ -321,13 +356,25 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
 /// The last steps before execve, in the order that keeps each one possible: session, cwd, limits,
 /// bounding set (needs CAP_SETPCAP), uid, no_new_privs, capabilities, Landlock, fds, seccomp (last,
 /// so it need not allow set-up).
-fn exec_command(
+/// How much of the confinement the last steps before execve apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confinement {
+    /// ns tier, one-shot: bounding set, uid, no_new_privs, capabilities, Landlock, seccomp.
+    Full,
+    /// ns tier, persistent: the serving init already emptied the bounding set and took the
+    /// policy's uid; no_new_privs, capabilities, Landlock and seccomp are applied here.
+    InitDropped,
+    /// chroot tier: no_new_privs and capabilities only (uid and rlimits set by the caller).
+    Chroot,
+}
+
+pub(crate) fn exec_command(
     policy: &Policy,
     plan: &MountPlan,
     seccomp: &[SockFilter],
     exec: &ExecSpec,
     mask: SavedMask,
-    confine: bool,
+    confinement: Confinement,
 ) -> Result<Infallible, Failure> {
     crate::timing::mark("command: forked");
     signal::prepare_exec(mask).map_err(|e| Failure::sys("signal mask", e))?;
@@ -340,7 +387,7 @@ fn exec_command(
     rlimit::set(rlimit::RLIMIT_NOFILE, policy.limits.nofile)
         .map_err(|e| Failure::sys("rlimit nofile", e))?;
     rlimit::set(rlimit::RLIMIT_CORE, 0).map_err(|e| Failure::sys("rlimit core", e))?;
-    if confine {
+    if confinement == Confinement::Full {
         caps::drop_bounding_set().map_err(|e| Failure::sys("drop bounding set", e))?;
         if policy.user != 0 {
             creds::become_user(policy.user, policy.user)
@@ -350,7 +397,7 @@ fn exec_command(
     process::set_no_new_privs().map_err(|e| Failure::sys("no_new_privs", e))?;
     caps::clear_sets().map_err(|e| Failure::sys("drop capabilities", e))?;
     crate::timing::mark("command: caps dropped");
-    if confine {
+    if confinement != Confinement::Chroot {
         match landlock::restrict_self(&plan.landlock).map_err(|e| Failure::sys("landlock", e))? {
             Enforcement::None => {
                 return Err(Failure {
@@ -371,7 +418,7 @@ fn exec_command(
     let err = agentbox_sys::exec::execve(&program, &exec.argv, &exec.envp);
     let name = program.to_string_lossy().into_owned();
     Err(match err.errno() {
-        2 => Failure {
+        agentbox_sys::errno::ENOENT => Failure {
             kind: FailureKind::NotFound,
             message: format!("{name}: {}", err.source),
         },

@@ -9,12 +9,15 @@ pub mod gc;
 pub mod helper;
 pub mod host;
 mod launch;
+pub mod persistent;
 pub mod plan;
 pub mod record;
 pub mod seccomp;
+mod serve;
 mod supervise;
 pub mod tier;
 pub mod timing;
+pub mod transfer;
 pub mod uidmap;
 
 pub use error::{exit_code, RunError};

@@ -18,7 +18,7 @@ use agentbox_sys::process::{self, Exit, Fork};
 use agentbox_sys::{fd, signal};
 
 use crate::cgroup::{self, Cgroup, CgroupEvents, CgroupLimits};
-use crate::launch::{ChildSpec, ExecSpec, Failure, FailureKind};
+use crate::launch::{ChildPurpose, ChildSpec, ExecSpec, Failure, FailureKind};
 use crate::plan;
 use crate::record::ExitRecord;
 use crate::uidmap::{self, Slot};
@@ -39,16 +39,53 @@ const FORWARDED: &[i32] = &[
     signal::SIGUSR2,
 ];
 
+/// What the sandbox is launched for.
+pub(crate) enum Purpose<'a> {
+    /// `agentbox run`: this command, then the sandbox ends.
+    Command(&'a [String]),
+    /// A persistent sandbox: the init serves requests over this channel (`persistent`).
+    Serve(OwnedFd),
+}
+
+/// A launched sandbox as its supervisor holds it, until `finish`.
+pub(crate) struct Launched {
+    pub sandbox: Sandbox,
+    slot: Slot,
+    mask: signal::SavedMask,
+    report: OwnedFd,
+    pid_namespace: bool,
+    pub started: Instant,
+}
+
 /// Runs `argv` under `policy` to completion.
 pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     if argv.is_empty() {
         return Err(RunError::invalid("command", "", "no command given"));
     }
+    let mut launched = launch(policy, Purpose::Command(argv))?;
+    let outcome = launched
+        .sandbox
+        .wait(policy.limits.timeout.map(|t| launched.started + t));
+    launched.finish(policy, outcome)
+}
+
+/// Prepares, forks and starts a sandbox for `purpose`. On failure nothing is left behind.
+pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunError> {
     let started = Instant::now();
     timing::init();
     tier::check_enforceable(policy)?;
     let mechanisms = tier::mechanisms(policy.tier);
-    let exec = ExecSpec::new(argv, &policy.env)?;
+    let exec = match &purpose {
+        Purpose::Command(argv) => Some(ExecSpec::new(argv, &policy.env)?),
+        Purpose::Serve(_) if !mechanisms.pid_namespace => {
+            return Err(RunError::Unenforceable {
+                tier: policy.tier.name(),
+                field: "tier",
+                reason: "persistent sandboxes need a tier with a pid namespace (ns)".into(),
+            })
+        }
+        Purpose::Serve(_) => None,
+    };
     let layout = host::layout(&policy.image);
     let opened = host::open_sources(policy)?;
     let mount_plan = plan::plan(policy, &layout, &opened.is_dir, mechanisms.flavour);
@@ -61,7 +98,9 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     std::fs::create_dir_all(crate::build::STAGE)
         .map_err(|e| RunError::setup(format!("mkdir {}", crate::build::STAGE), e))?;
     let slot = Slot::acquire()?;
-    give_stdio_pipes(slot.base + policy.user)?;
+    if matches!(purpose, Purpose::Command(_)) {
+        give_stdio_pipes(slot.base + policy.user)?;
+    }
     timing::mark("prepared");
     let (go_read, go_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let (report_read, report_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
@@ -74,12 +113,17 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         Ok(Fork::Child) => {
             drop(go_write);
             drop(report_read);
+            let purpose = match (purpose, &exec) {
+                (Purpose::Serve(channel), _) => ChildPurpose::Serve(channel),
+                (Purpose::Command(_), Some(exec)) => ChildPurpose::Command(exec),
+                (Purpose::Command(_), None) => process::exit_now(125),
+            };
             let spec = ChildSpec {
                 policy,
                 plan: &mount_plan,
                 opened: opened.fds,
                 seccomp: mechanisms.seccomp,
-                exec: &exec,
+                purpose,
                 mask,
                 go: go_read,
                 report: report_write,
@@ -89,63 +133,92 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         }
         Ok(Fork::Parent(pid)) => pid,
     };
+    // The supervisor keeps no copy of the child's end of a persistent sandbox's channel.
+    drop(purpose);
     timing::mark("forked");
     drop(go_read);
     drop(report_write);
-    let mut sandbox = Sandbox {
-        child,
-        reaped: false,
-        cgroup: None,
-        uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups)
-            .then_some(slot.base + policy.user),
+    let mut launched = Launched {
+        sandbox: Sandbox {
+            child,
+            reaped: false,
+            cgroup: None,
+            uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups)
+                .then_some(slot.base + policy.user),
+        },
+        slot,
+        mask,
+        report: report_read,
+        pid_namespace: mechanisms.pid_namespace,
+        started,
     };
-    let outcome = sandbox
-        .start(
-            policy,
-            mechanisms.user_namespace,
-            slot.base,
-            &opened,
-            hierarchy.as_ref(),
-            go_write,
-        )
-        .and_then(|()| {
-            timing::mark("released child");
-            sandbox.wait(policy.limits.timeout.map(|t| started + t))
-        });
-    // Whatever happened: no process of the sandbox survives, its cgroup goes, its uid slot frees.
+    let base = launched.slot.base;
+    let result = launched.sandbox.start(
+        policy,
+        mechanisms.user_namespace,
+        base,
+        &opened,
+        hierarchy.as_ref(),
+        go_write,
+    );
     drop(opened);
-    let (events, removed) = sandbox.tear_down(mechanisms.pid_namespace);
-    drop(slot);
-    let _ = signal::restore(mask);
-    timing::mark("cleaned up");
-    // The child's own report comes first: when it failed (a bad cwd, a mount target crossing a
-    // symlink), the supervisor's side may have failed too, only because the child was gone.
-    let mut report = String::new();
-    let _ = std::fs::File::from(report_read).read_to_string(&mut report);
-    let timed_out = matches!(outcome, Ok((_, true)));
-    let mut signal = None;
-    for failure in report.lines().filter_map(Failure::decode) {
-        match failure.kind {
-            FailureKind::Signal => signal = failure.message.parse().ok(),
-            _ if timed_out => {}
-            _ => return Err(failure_to_error(failure)),
+    match result {
+        Ok(()) => {
+            timing::mark("released child");
+            Ok(launched)
         }
+        Err(e) => Err(launched
+            .finish(policy, Err(e))
+            .err()
+            .unwrap_or(RunError::setup("start", "failed"))),
     }
-    let (mut exit, timed_out) = outcome?;
-    if let Some(signo) = signal {
-        exit = Exit::Signal(signo);
-    }
-    removed?;
-    Ok(ExitRecord::new(
-        policy.tier.name(),
-        exit,
-        timed_out,
-        started.elapsed(),
-        events,
-    ))
 }
 
-fn failure_to_error(f: Failure) -> RunError {
+impl Launched {
+    /// First host uid of the sandbox's slot.
+    pub(crate) fn uid_base(&self) -> u32 {
+        self.slot.base
+    }
+
+    /// Tears the sandbox down (no process survives, the cgroup goes, the slot frees) and turns
+    /// the outcome into the run's record. The child's own failure report wins over a supervisor
+    /// error it caused (a refused cwd or mount target makes the supervisor's next step fail).
+    pub(crate) fn finish(
+        self,
+        policy: &Policy,
+        outcome: Result<(Exit, bool), RunError>,
+    ) -> Result<ExitRecord, RunError> {
+        let (events, removed) = self.sandbox.tear_down(self.pid_namespace);
+        drop(self.slot);
+        let _ = signal::restore(self.mask);
+        timing::mark("cleaned up");
+        let mut report = String::new();
+        let _ = std::fs::File::from(self.report).read_to_string(&mut report);
+        let timed_out = matches!(outcome, Ok((_, true)));
+        let mut signal = None;
+        for failure in report.lines().filter_map(Failure::decode) {
+            match failure.kind {
+                FailureKind::Signal => signal = failure.message.parse().ok(),
+                _ if timed_out => {}
+                _ => return Err(failure_to_error(failure)),
+            }
+        }
+        let (mut exit, timed_out) = outcome?;
+        if let Some(signo) = signal {
+            exit = Exit::Signal(signo);
+        }
+        removed?;
+        Ok(ExitRecord::new(
+            policy.tier.name(),
+            exit,
+            timed_out,
+            self.started.elapsed(),
+            events,
+        ))
+    }
+}
+
+pub(crate) fn failure_to_error(f: Failure) -> RunError {
     match f.kind {
         FailureKind::Invalid => RunError::InvalidInSandbox(f.message),
         FailureKind::NotFound => RunError::NotFound(f.message),
@@ -163,9 +236,9 @@ fn failure_to_error(f: Failure) -> RunError {
 }
 
 /// The running sandbox as the supervisor holds it.
-struct Sandbox {
+pub(crate) struct Sandbox {
     /// The child: the sandbox init (ns tier) or the command itself (chroot tier).
-    child: i32,
+    pub(crate) child: i32,
     /// Once reaped, the pid may belong to another process: never signal it again.
     reaped: bool,
     cgroup: Option<Cgroup>,
@@ -175,6 +248,22 @@ struct Sandbox {
 }
 
 impl Sandbox {
+    /// The cgroup leaf directories, if the tier uses cgroups.
+    pub(crate) fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Reaps the child if it has exited; true then.
+    pub(crate) fn init_exited(&mut self) -> bool {
+        if !self.reaped && matches!(process::wait(self.child, true), Ok(Some(_))) {
+            self.reaped = true;
+        }
+        self.reaped
+    }
+
     /// Maps ids, releases the child to build its root, creates and attaches the cgroup meanwhile,
     /// then lets the child go on to the command.
     fn start(
@@ -321,7 +410,7 @@ fn kill_every_process_of(uid: u32) {
 /// command's own, so that reopening them by path (`echo x > /dev/stderr`, `cat /dev/stdin`) works
 /// inside the sandbox, where the caller's uid is not mapped. Terminals and /dev/null are usable by
 /// anyone already; a regular file keeps its owner (reopen it by fd, not by path).
-fn give_stdio_pipes(uid: u32) -> Result<(), RunError> {
+pub(crate) fn give_stdio_pipes(uid: u32) -> Result<(), RunError> {
     for fd in 0..=2 {
         match agentbox_sys::fd::give_pipe(fd, uid, uid) {
             Ok(_) => {}

@@ -24,3 +24,12 @@ pub fn become_user(uid: u32, gid: u32) -> Result<(), SysError> {
     }
     Ok(())
 }
+
+/// Sets the file-system uid and gid (the ids new files get and permission checks use) and returns
+/// the previous ones. Changing them away from 0 also clears the file-system capabilities until they
+/// are set back.
+pub fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
+    // SAFETY: setfsgid/setfsuid take integers and return the previous id; they cannot fail in a
+    // way that needs handling here (the caller checks the effect through the files it makes).
+    unsafe { (libc::setfsuid(uid) as u32, libc::setfsgid(gid) as u32) }
+}

@@ -52,3 +52,25 @@ pub fn give_pipe(fd: i32, uid: u32, gid: u32) -> Result<bool, SysError> {
     check(ret as libc::c_long, "fchown", || format!("fd {fd}"))?;
     Ok(true)
 }
+
+/// Closes every descriptor of this process except 0, 1, 2 and `keep`.
+pub fn close_all_except(keep: &[i32]) -> Result<(), SysError> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > first {
+            // SAFETY: close_range takes integers only; it closes descriptors nobody here uses
+            // (the kept ones are outside the range).
+            let ret = unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0u32) };
+            check(ret, "close_range", || format!("{first}..{}", fd - 1))?;
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}

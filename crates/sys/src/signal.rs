@@ -83,3 +83,40 @@ pub fn wait(timeout: Option<Duration>) -> Result<Option<Received>, SysError> {
         }))
     }
 }
+
+/// A signalfd for every (blocked) signal: readable when one is pending; read it with
+/// [`read_signalfd`]. Non-blocking, close-on-exec.
+pub fn signalfd() -> Result<std::os::fd::OwnedFd, SysError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `set` is initialised by sigfillset; signalfd reads it for the call.
+    let fd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+    };
+    if fd == -1 {
+        return Err(SysError::last("signalfd", ""));
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes one pending signal from a signalfd, if any.
+pub fn read_signalfd(fd: &std::os::fd::OwnedFd) -> Option<Received> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero signalfd_siginfo is valid; read fills at most its size.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    (n as usize == size).then_some(Received {
+        signo: info.ssi_signo as i32,
+        pid: info.ssi_pid as i32,
+    })
+}

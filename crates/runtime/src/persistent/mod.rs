@@ -1,0 +1,13 @@
+//! Persistent sandboxes without a daemon: `create` starts a per-sandbox supervisor; `exec`, `rm`
+//! and `ls` talk to it (or read its state) under /run/agentbox/<id>/.
+
+mod client;
+mod files;
+pub mod protocol;
+pub mod state;
+mod supervisor;
+
+pub use client::{exec, stop};
+pub use files::{copy_in, copy_out};
+pub use state::{Health, State};
+pub use supervisor::{create, CreateOptions};

@@ -1,0 +1,87 @@
+//! The messages of persistent sandboxes, as JSON, one per SOCK_SEQPACKET message.
+//! - client (`agentbox exec`, `rm`, the server) ↔ supervisor, over `/run/agentbox/<id>/ctl.sock`;
+//! - supervisor ↔ sandbox init, over the socket pair inherited at clone.
+//!
+//! Stdio descriptors travel with an `Exec` request (SCM_RIGHTS): the command writes straight into
+//! the caller's pipes or terminal, with no copy through agentbox.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest message accepted.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What a client asks the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Run a command; carries the caller's stdin, stdout and stderr.
+    Exec(ExecRequest),
+    /// Deliver a signal to the command this connection started.
+    Signal { signo: i32 },
+    /// Tear the sandbox down.
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the policy's environment.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory (default: the policy's).
+    pub cwd: Option<String>,
+    /// Wall-clock limit of this command, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// What the supervisor answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    /// The command ended; `exit_code` follows `agentbox run`'s codes (124 on timeout).
+    Exited {
+        exit_code: i32,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    /// The request failed; `exit_code` is agentbox's code for the failure.
+    Error {
+        exit_code: i32,
+        message: String,
+    },
+    Stopped,
+}
+
+/// What the supervisor asks the init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InitRequest {
+    Exec { id: u64, request: ExecRequest },
+    Kill { id: u64, signo: i32 },
+}
+
+/// What the init reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InitEvent {
+    Exited {
+        id: u64,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// The command could not start; `kind` and `message` as in `launch::Failure`.
+    Failed {
+        id: u64,
+        kind: String,
+        message: String,
+    },
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    serde_json::to_vec(message).unwrap_or_default()
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    serde_json::from_slice(bytes).ok()
+}

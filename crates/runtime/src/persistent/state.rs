@@ -1,0 +1,137 @@
+//! Where persistent sandboxes live on the host: one directory per sandbox under /run/agentbox,
+//! holding `state.json` (written once by its supervisor) and `ctl.sock` (the supervisor's socket).
+//! There is no daemon: `ls` reads these directories, and a dead supervisor is seen as a dead pid.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::RunError;
+
+pub const ROOT: &str = "/run/agentbox";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub id: String,
+    pub name: Option<String>,
+    pub tier: String,
+    /// Seconds since the epoch.
+    pub created: u64,
+    pub supervisor: u32,
+    /// Host pid of the sandbox init.
+    pub init: i32,
+    pub uid_base: u32,
+    pub user: u32,
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// Whether the sandbox's supervisor still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Running,
+    /// The supervisor died (killed): the sandbox is gone, its remains wait for `rm` or `gc`.
+    Failed,
+}
+
+impl State {
+    pub fn dir(&self) -> PathBuf {
+        dir_of(&self.id)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("ctl.sock")
+    }
+
+    pub fn health(&self) -> Health {
+        if Path::new(&format!("/proc/{}", self.supervisor)).exists() {
+            Health::Running
+        } else {
+            Health::Failed
+        }
+    }
+
+    /// Memory the sandbox's cgroup is charged with now, when it can be read.
+    pub fn memory_in_use(&self) -> Option<u64> {
+        self.cgroups.iter().find_map(|dir| {
+            ["memory.usage_in_bytes", "memory.current"]
+                .iter()
+                .find_map(|f| {
+                    std::fs::read_to_string(dir.join(f))
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+        })
+    }
+}
+
+pub fn dir_of(id: &str) -> PathBuf {
+    Path::new(ROOT).join(id)
+}
+
+/// A new random id: 12 hex digits.
+pub fn new_id() -> Result<String, RunError> {
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| RunError::setup("random id", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn is_id(name: &str) -> bool {
+    name.len() == 12 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Every persistent sandbox on this host, oldest first.
+pub fn list() -> Vec<State> {
+    let Ok(entries) = std::fs::read_dir(ROOT) else {
+        return Vec::new();
+    };
+    let mut states: Vec<State> = entries
+        .flatten()
+        .filter(|e| is_id(&e.file_name().to_string_lossy()))
+        .filter_map(|e| {
+            serde_json::from_slice(&std::fs::read(e.path().join("state.json")).ok()?).ok()
+        })
+        .collect();
+    states.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    states
+}
+
+/// The sandbox with this id or name.
+pub fn find(target: &str) -> Result<State, RunError> {
+    list()
+        .into_iter()
+        .find(|s| s.id == target || s.name.as_deref() == Some(target))
+        .ok_or_else(|| RunError::invalid("sandbox", target, "no such sandbox (see agentbox ls)"))
+}
+
+pub fn write(state: &State) -> Result<(), RunError> {
+    let path = state.dir().join("state.json");
+    let tmp = state.dir().join("state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state).unwrap_or_default())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| RunError::setup(format!("write {}", path.display()), e))
+}
+
+/// Removes what a sandbox whose supervisor died left: processes still in its cgroups, the
+/// cgroups, its uid slot, its directory.
+pub fn reclaim(state: &State) -> Result<(), RunError> {
+    for dir in &state.cgroups {
+        if dir.exists() {
+            crate::gc::empty_and_remove(dir)
+                .map_err(|e| RunError::setup(format!("remove {}", dir.display()), e))?;
+        }
+    }
+    crate::uidmap::free_stale_slots();
+    match std::fs::remove_dir_all(state.dir()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::setup(
+            format!("remove {}", state.dir().display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,380 @@
+//! The supervisor of one persistent sandbox: a small process of its own (no central daemon), which
+//! holds the sandbox (init, cgroup, uid slot), serves `ctl.sock`, relays commands to the init and
+//! their exits back, enforces per-command timeouts and the sandbox's TTL, and tears everything down
+//! on `Stop`, on SIGTERM, or when the init dies. One sandbox's crash harms no other.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agentbox_policy::Policy;
+use agentbox_sys::process::{self, Exit, Fork};
+use agentbox_sys::{fd, msg, signal};
+
+use super::protocol::{decode, encode, InitEvent, InitRequest, Reply, Request, MAX_MESSAGE};
+use super::state::{self, State};
+use crate::supervise::{launch, Launched, Purpose};
+use crate::{exit_code, RunError};
+
+/// Options of `agentbox create` beyond the policy.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    /// The sandbox is removed this long after its creation.
+    pub ttl: Option<Duration>,
+}
+
+/// Creates a persistent sandbox and returns its id once it is ready to run commands. The
+/// supervisor is a detached grandchild of the caller, which must be single-threaded.
+pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunError> {
+    if let Some(name) = &options.name {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            return Err(RunError::invalid(
+                "name",
+                name,
+                "use 1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if state::list()
+            .iter()
+            .any(|s| s.name.as_deref() == Some(name))
+        {
+            return Err(RunError::invalid(
+                "name",
+                name,
+                "a sandbox of that name exists",
+            ));
+        }
+    }
+    let id = state::new_id()?;
+    let dir = state::dir_of(&id);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RunError::setup(format!("mkdir {}", dir.display()), e))?;
+    let (ready_read, ready_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
+    match process::fork_with_namespaces(0).map_err(|e| RunError::setup("fork supervisor", e))? {
+        Fork::Child => {
+            drop(ready_read);
+            // Detach: a new session, no terminal, and a grandchild so the caller reaps nothing.
+            let _ = process::setsid();
+            match process::fork_with_namespaces(0) {
+                Ok(Fork::Child) => {}
+                _ => process::exit_now(0),
+            }
+            detach_stdio();
+            supervise(policy, &id, options, ready_write)
+        }
+        Fork::Parent(pid) => {
+            drop(ready_write);
+            let _ = process::wait(pid, false);
+            // One line: the supervisor's processes may hold the pipe long after.
+            let mut answer = String::new();
+            let _ = std::io::BufReader::new(std::fs::File::from(ready_read)).read_line(&mut answer);
+            match answer.split_once('\t') {
+                Some(("ok", _)) => Ok(id),
+                Some((code, message)) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Err(error_from(
+                        code.parse().unwrap_or(exit_code::SETUP_FAILED),
+                        message.trim().to_string(),
+                    ))
+                }
+                None => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Err(RunError::setup(
+                        "create",
+                        "the supervisor exited before the sandbox was ready",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// An error that crossed a process boundary as (exit code, message).
+pub(crate) fn error_from(code: i32, message: String) -> RunError {
+    match code {
+        exit_code::INVALID_INPUT => RunError::InvalidInSandbox(message),
+        exit_code::NOT_FOUND => RunError::NotFound(message),
+        exit_code::CANNOT_EXECUTE => RunError::CannotExecute(message),
+        _ => RunError::Setup {
+            step: "sandbox".into(),
+            reason: message,
+        },
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let null: OwnedFd = null.into();
+        for target in 0..=2 {
+            let _ = msg::place(&null, target);
+        }
+    }
+}
+
+struct Client {
+    conn: OwnedFd,
+    exec: Option<u64>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+fn reply(conn: &OwnedFd, message: &Reply) {
+    let _ = msg::send(conn, &encode(message), &[]);
+}
+
+fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd) -> ! {
+    let mut ready = std::fs::File::from(ready);
+    let (ours, theirs) = match msg::pair() {
+        Ok(p) => p,
+        Err(e) => fail_start(&mut ready, &RunError::setup("socketpair", e)),
+    };
+    let mut launched = match launch(policy, Purpose::Serve(theirs)) {
+        Ok(l) => l,
+        Err(e) => fail_start(&mut ready, &e),
+    };
+    let started = Instant::now();
+    let state = State {
+        id: id.to_string(),
+        name: options.name.clone(),
+        tier: policy.tier.name().to_string(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        supervisor: std::process::id(),
+        init: launched.sandbox.child,
+        uid_base: launched.uid_base(),
+        user: policy.user,
+        cgroups: launched.sandbox.cgroup_dirs(),
+    };
+    let listener = match msg::listen(&state.socket()).and_then(|l| {
+        std::fs::set_permissions(
+            state.socket(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| {
+            agentbox_sys::SysError::new("chmod", "ctl.sock", e.raw_os_error().unwrap_or(1))
+        })?;
+        Ok(l)
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+            fail_start(&mut ready, &RunError::setup("control socket", e))
+        }
+    };
+    if let Err(e) = state::write(&state) {
+        let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+        fail_start(&mut ready, &e);
+    }
+    let signals = match signal::signalfd() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+            fail_start(&mut ready, &RunError::setup("signalfd", e))
+        }
+    };
+    let _ = ready.write_all(b"ok\t\n");
+    drop(ready);
+    let ttl_deadline = options.ttl.map(|t| started + t);
+    let stopper = serve_clients(&mut launched, &listener, &ours, &signals, ttl_deadline);
+    drop(ours);
+    let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+    let _ = std::fs::remove_dir_all(state.dir());
+    if let Some(conn) = stopper {
+        reply(&conn, &Reply::Stopped);
+    }
+    process::exit_now(0)
+}
+
+fn fail_start(ready: &mut std::fs::File, e: &RunError) -> ! {
+    let _ = ready
+        .write_all(format!("{}\t{}\n", e.exit_code(), e.to_string().replace('\n', " ")).as_bytes());
+    process::exit_now(1)
+}
+
+/// The event loop. Returns when the sandbox must end, with the connection that asked for it.
+fn serve_clients(
+    launched: &mut Launched,
+    listener: &OwnedFd,
+    init: &OwnedFd,
+    signals: &OwnedFd,
+    ttl_deadline: Option<Instant>,
+) -> Option<OwnedFd> {
+    let mut clients: Vec<Client> = Vec::new();
+    let mut next_exec: u64 = 0;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let now = Instant::now();
+        if ttl_deadline.is_some_and(|d| now >= d) {
+            return None;
+        }
+        for client in clients.iter_mut() {
+            if let (Some(exec), Some(deadline)) = (client.exec, client.deadline) {
+                if now >= deadline && !client.timed_out {
+                    client.timed_out = true;
+                    let _ = msg::send(
+                        init,
+                        &encode(&InitRequest::Kill {
+                            id: exec,
+                            signo: signal::SIGKILL,
+                        }),
+                        &[],
+                    );
+                }
+            }
+        }
+        let next_deadline = clients
+            .iter()
+            .filter(|c| !c.timed_out)
+            .filter_map(|c| c.deadline)
+            .chain(ttl_deadline)
+            .min();
+        let timeout_ms = next_deadline.map_or(-1, |d| {
+            d.saturating_duration_since(now)
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+                + 1
+        });
+        let mut fds = vec![listener.as_raw_fd(), init.as_raw_fd(), signals.as_raw_fd()];
+        fds.extend(clients.iter().map(|c| c.conn.as_raw_fd()));
+        let Ok(ready) = msg::poll_readable(&fds, timeout_ms) else {
+            return None;
+        };
+        if ready[2] {
+            while let Some(received) = signal::read_signalfd(signals) {
+                match received.signo {
+                    signal::SIGCHLD if launched.sandbox.init_exited() => return None,
+                    signal::SIGTERM | signal::SIGINT | signal::SIGHUP => return None,
+                    _ => {}
+                }
+            }
+        }
+        if ready[1] {
+            match msg::recv(init, &mut buf) {
+                Ok((0, _)) | Err(_) => return None,
+                Ok((n, _)) => match decode::<InitEvent>(&buf[..n]) {
+                    Some(InitEvent::Exited { id, code, signal }) => {
+                        if let Some(i) = clients.iter().position(|c| c.exec == Some(id)) {
+                            let client = clients.remove(i);
+                            let exit_code = match (client.timed_out, code, signal) {
+                                (true, _, _) => exit_code::TIMEOUT,
+                                (false, Some(c), _) => c,
+                                (false, None, Some(s)) => 128 + s,
+                                (false, None, None) => exit_code::SETUP_FAILED,
+                            };
+                            reply(
+                                &client.conn,
+                                &Reply::Exited {
+                                    exit_code,
+                                    signal,
+                                    timed_out: client.timed_out,
+                                },
+                            );
+                        }
+                    }
+                    Some(InitEvent::Failed { id, kind, message }) => {
+                        if let Some(i) = clients.iter().position(|c| c.exec == Some(id)) {
+                            let client = clients.remove(i);
+                            let exit_code = match kind.as_str() {
+                                "invalid" => exit_code::INVALID_INPUT,
+                                "not-found" => exit_code::NOT_FOUND,
+                                "cannot-execute" => exit_code::CANNOT_EXECUTE,
+                                _ => exit_code::SETUP_FAILED,
+                            };
+                            reply(&client.conn, &Reply::Error { exit_code, message });
+                        }
+                    }
+                    None => {}
+                },
+            }
+        }
+        if ready[0] {
+            if let Ok(conn) = msg::accept(listener) {
+                clients.push(Client {
+                    conn,
+                    exec: None,
+                    deadline: None,
+                    timed_out: false,
+                });
+            }
+        }
+        // Client messages (indices shifted by the three fixed descriptors).
+        let mut gone = Vec::new();
+        for (i, client) in clients.iter_mut().enumerate() {
+            if !ready.get(i + 3).copied().unwrap_or(false) {
+                continue;
+            }
+            let (n, stdio) = msg::recv(&client.conn, &mut buf).unwrap_or_default();
+            if n == 0 {
+                // The client went away: its command goes too.
+                if let Some(exec) = client.exec {
+                    let _ = msg::send(
+                        init,
+                        &encode(&InitRequest::Kill {
+                            id: exec,
+                            signo: signal::SIGKILL,
+                        }),
+                        &[],
+                    );
+                }
+                gone.push(i);
+                continue;
+            }
+            match decode::<Request>(&buf[..n]) {
+                Some(Request::Exec(request)) if client.exec.is_none() => {
+                    next_exec += 1;
+                    client.exec = Some(next_exec);
+                    client.deadline = request
+                        .timeout_ms
+                        .map(|ms| Instant::now() + Duration::from_millis(ms));
+                    let raw: Vec<i32> = stdio.iter().map(|f| f.as_raw_fd()).collect();
+                    let message = encode(&InitRequest::Exec {
+                        id: next_exec,
+                        request,
+                    });
+                    if msg::send(init, &message, &raw).is_err() {
+                        return None;
+                    }
+                }
+                Some(Request::Exec(_)) => reply(
+                    &client.conn,
+                    &Reply::Error {
+                        exit_code: exit_code::INVALID_INPUT,
+                        message: "one command per connection".into(),
+                    },
+                ),
+                Some(Request::Signal { signo }) => {
+                    if let Some(exec) = client.exec {
+                        let _ =
+                            msg::send(init, &encode(&InitRequest::Kill { id: exec, signo }), &[]);
+                    }
+                }
+                Some(Request::Stop) => {
+                    let conn = clients.swap_remove(i).conn;
+                    return Some(conn);
+                }
+                None => reply(
+                    &client.conn,
+                    &Reply::Error {
+                        exit_code: exit_code::INVALID_INPUT,
+                        message: "malformed request".into(),
+                    },
+                ),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            clients.remove(i);
+        }
+    }
+}
