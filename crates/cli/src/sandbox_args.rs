@@ -20,6 +20,9 @@ pub struct CreateArgs {
     /// Remove the sandbox this long after its creation (e.g. 30m, 2h).
     #[arg(long, value_name = "DURATION")]
     ttl: Option<String>,
+    /// Remove the sandbox after this long without a command running in it (e.g. 10m).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -60,21 +63,30 @@ pub fn create(args: CreateArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
     };
-    let ttl = match args.ttl.as_deref().map(|t| (t, parse_duration(t))) {
-        None => None,
-        Some((_, Some(d))) if d > Duration::ZERO => Some(d),
-        Some((text, _)) => {
-            return fail(
+    let duration = |flag: &str, text: Option<&str>| -> Result<Option<Duration>, i32> {
+        match text.map(|t| (t, parse_duration(t))) {
+            None => Ok(None),
+            Some((_, Some(d))) if d > Duration::ZERO => Ok(Some(d)),
+            Some((text, _)) => Err(fail(
                 exit_code::INVALID_INPUT,
-                format!("--ttl {text:?}: not a duration (e.g. 30m)"),
-            )
+                format!("{flag} {text:?}: not a duration (e.g. 30m)"),
+            )),
         }
+    };
+    let ttl = match duration("--ttl", args.ttl.as_deref()) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let idle = match duration("--idle-timeout", args.idle_timeout.as_deref()) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
     match persistent::create(
         &policy,
         &CreateOptions {
             name: args.name,
             ttl,
+            idle,
         },
     ) {
         Ok(id) => {

@@ -368,3 +368,20 @@ fn create_refuses_bad_input_and_the_chroot_tier() {
         );
     }
 }
+
+#[test]
+fn an_idle_sandbox_ends_after_its_idle_timeout_but_not_while_busy() {
+    let _g = serial();
+    let b = Box_::create(&["--idle-timeout", "1s"]);
+    // Busy for longer than the idle timeout: the sandbox stays.
+    ok(b.exec(&["sleep", "1.5"]));
+    ok(b.exec(&["true"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/run/agentbox/{}", b.id)).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle sandbox was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -22,6 +22,8 @@ pub struct CreateOptions {
     pub name: Option<String>,
     /// The sandbox is removed this long after its creation.
     pub ttl: Option<Duration>,
+    /// The sandbox is removed after this long without a command running.
+    pub idle: Option<Duration>,
 }
 
 /// Creates a persistent sandbox and returns its id once it is ready to run commands. The
@@ -187,7 +189,14 @@ fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd)
     let _ = ready.write_all(b"ok\t\n");
     drop(ready);
     let ttl_deadline = options.ttl.map(|t| started + t);
-    let stopper = serve_clients(&mut launched, &listener, &ours, &signals, ttl_deadline);
+    let stopper = serve_clients(
+        &mut launched,
+        &listener,
+        &ours,
+        &signals,
+        ttl_deadline,
+        options.idle,
+    );
     drop(ours);
     let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
     let _ = std::fs::remove_dir_all(state.dir());
@@ -210,13 +219,19 @@ fn serve_clients(
     init: &OwnedFd,
     signals: &OwnedFd,
     ttl_deadline: Option<Instant>,
+    idle: Option<Duration>,
 ) -> Option<OwnedFd> {
     let mut clients: Vec<Client> = Vec::new();
+    let mut last_active = Instant::now();
     let mut next_exec: u64 = 0;
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let now = Instant::now();
-        if ttl_deadline.is_some_and(|d| now >= d) {
+        if clients.iter().any(|c| c.exec.is_some()) {
+            last_active = now;
+        }
+        let idle_deadline = idle.map(|i| last_active + i);
+        if ttl_deadline.is_some_and(|d| now >= d) || idle_deadline.is_some_and(|d| now >= d) {
             return None;
         }
         for client in clients.iter_mut() {
@@ -239,6 +254,7 @@ fn serve_clients(
             .filter(|c| !c.timed_out)
             .filter_map(|c| c.deadline)
             .chain(ttl_deadline)
+            .chain(idle_deadline)
             .min();
         let timeout_ms = next_deadline.map_or(-1, |d| {
             d.saturating_duration_since(now)
