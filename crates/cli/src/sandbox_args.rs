@@ -27,6 +27,13 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Pass this terminal's stdin to the command (without it the command reads /dev/null).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run the command on a terminal of the sandbox's own (bash, python REPL, top): keys are passed
+    /// raw, the window size follows this terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
     /// The sandbox's id or name.
     #[arg(value_name = "ID")]
     target: String,
@@ -124,6 +131,13 @@ pub fn exec(args: ExecArgs) -> i32 {
         argv: args.command,
         env,
         cwd: args.cwd,
+        tty: args.tty,
+        tty_size: if args.tty {
+            persistent::terminal_size()
+        } else {
+            None
+        },
+        stdin: args.interactive,
         timeout_ms,
     };
     match persistent::exec(&args.target, request) {

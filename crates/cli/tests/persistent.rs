@@ -158,7 +158,7 @@ fn exec_streams_stdin_and_passes_exit_codes_timeouts_and_signals() {
     assert_eq!(b.exec(&["sh", "-c", "kill -9 $$"]).status.code(), Some(137));
     let o = b.exec(&["nosuchcmd"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
-    let mut child = agentbox(&["exec", &b.id, "--", "sha256sum"])
+    let mut child = agentbox(&["exec", "-i", &b.id, "--", "sha256sum"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -384,4 +384,37 @@ fn an_idle_sandbox_ends_after_its_idle_timeout_but_not_while_busy() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn exec_t_gives_a_terminal_of_the_sandbox_and_stdin_needs_i() {
+    let _g = serial();
+    let b = Box_::create(&[]);
+    let o = agentbox(&[
+        "exec",
+        "-t",
+        &b.id,
+        "--",
+        "sh",
+        "-c",
+        "tty; test -t 0 && test -t 1 && echo both-terminals",
+    ])
+    .output()
+    .unwrap();
+    let out = stdout(&o);
+    assert!(out.starts_with("/dev/pts/"), "{out}");
+    assert!(out.contains("both-terminals"), "{out}");
+    // Without -i the command reads /dev/null, not the caller's stdin.
+    let mut child = agentbox(&["exec", &b.id, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not for the command\n")
+        .unwrap();
+    assert_eq!(stdout(&child.wait_with_output().unwrap()), "");
 }

@@ -12,7 +12,7 @@ use agentbox_policy::Policy;
 use agentbox_sys::process::{self, Exit, Fork};
 use agentbox_sys::seccomp::SockFilter;
 use agentbox_sys::signal::{self, SavedMask};
-use agentbox_sys::{caps, creds, msg};
+use agentbox_sys::{caps, creds, msg, pty};
 
 use crate::launch::{exec_command, Confinement, ExecSpec, FailureKind};
 use crate::persistent::protocol::{
@@ -119,12 +119,19 @@ fn start(
         );
         None
     };
-    if stdio.len() != 3 {
+    let (stdio, master) = if request.tty {
+        match open_terminal(request.tty_size) {
+            Ok((master, slave)) => (vec![slave], Some(master)),
+            Err(e) => return failed("setup", format!("terminal: {e}")),
+        }
+    } else if stdio.len() == 3 {
+        (stdio, None)
+    } else {
         return failed(
             "setup",
             format!("expected 3 stdio descriptors, got {}", stdio.len()),
         );
-    }
+    };
     let mut policy = policy.clone();
     if let Some(cwd) = &request.cwd {
         if !cwd.starts_with('/') {
@@ -145,12 +152,26 @@ fn start(
     };
     match process::fork_with_namespaces(0) {
         Err(e) => failed("setup", e.to_string()),
-        Ok(Fork::Parent(pid)) => Some(pid),
+        Ok(Fork::Parent(pid)) => {
+            if let Some(master) = master {
+                let _ = msg::send(
+                    channel,
+                    &encode(&InitEvent::Started { id }),
+                    &[master.as_raw_fd()],
+                );
+            }
+            Some(pid)
+        }
         Ok(Fork::Child) => {
-            for (target, fd) in stdio.iter().enumerate() {
+            drop(master);
+            for target in 0..3 {
+                let fd = &stdio[if stdio.len() == 1 { 0 } else { target }];
                 if msg::place(fd, target as i32).is_err() {
                     process::exit_now(125);
                 }
+            }
+            if request.tty && (process::setsid().is_err() || pty::make_controlling(0).is_err()) {
+                process::exit_now(125);
             }
             drop(stdio);
             let failure = match exec_command(
@@ -182,6 +203,15 @@ fn start(
             process::exit_now(125)
         }
     }
+}
+
+/// A new terminal of the sandbox's own devpts: (master, slave).
+fn open_terminal(size: Option<(u16, u16)>) -> Result<(OwnedFd, OwnedFd), agentbox_sys::SysError> {
+    let (master, slave) = pty::open_pair(std::path::Path::new("/dev/ptmx"))?;
+    if let Some((rows, cols)) = size {
+        pty::set_window_size(master.as_raw_fd(), rows, cols)?;
+    }
+    Ok((master, slave))
 }
 
 /// Reaps every exited child; reports the commands among them.

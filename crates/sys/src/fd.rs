@@ -74,3 +74,29 @@ pub fn close_all_except(keep: &[i32]) -> Result<(), SysError> {
     }
     Ok(())
 }
+
+/// read(2) on a raw descriptor; retries EINTR.
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, SysError> {
+    loop {
+        // SAFETY: `buf` is a writable buffer of its length for the call.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return check(n as libc::c_long, "read", || fd.to_string()).map(|n| n as usize);
+    }
+}
+
+/// Writes all of `data` to a raw descriptor.
+pub fn write_all(fd: i32, mut data: &[u8]) -> Result<(), SysError> {
+    while !data.is_empty() {
+        // SAFETY: `data` is a readable buffer of its length for the call.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        let n = check(n as libc::c_long, "write", || fd.to_string())? as usize;
+        data = &data[n..];
+    }
+    Ok(())
+}

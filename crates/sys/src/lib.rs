@@ -12,6 +12,7 @@ pub mod mount;
 pub mod msg;
 pub mod net;
 pub mod process;
+pub mod pty;
 pub mod resolve;
 pub mod rlimit;
 pub mod seccomp;

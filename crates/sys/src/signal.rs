@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::SysError;
 
-pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 
 /// A saved signal mask, to restore in a child before it execs.
 #[derive(Clone, Copy)]

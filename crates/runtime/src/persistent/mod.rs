@@ -7,7 +7,7 @@ pub mod protocol;
 pub mod state;
 mod supervisor;
 
-pub use client::{exec, stop};
+pub use client::{exec, stop, terminal_size};
 pub use files::{copy_in, copy_out};
 pub use state::{Health, State};
 pub use supervisor::{create, CreateOptions};

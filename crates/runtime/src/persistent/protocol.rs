@@ -33,12 +33,23 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     /// Wall-clock limit of this command, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Run the command on a new pseudo-terminal of the sandbox (its master comes back in
+    /// `Reply::Started`) instead of the caller's stdio.
+    #[serde(default)]
+    pub tty: bool,
+    /// Initial window size (rows, columns) of that terminal.
+    pub tty_size: Option<(u16, u16)>,
+    /// Whether the caller's stdin reaches the command (otherwise it reads /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// What the supervisor answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reply {
+    /// A `tty` command started; the message carries the terminal's master.
+    Started,
     /// The command ended; `exit_code` follows `agentbox run`'s codes (124 on timeout).
     Exited {
         exit_code: i32,
@@ -65,6 +76,8 @@ pub enum InitRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InitEvent {
+    /// A `tty` command started; the message carries the terminal's master.
+    Started { id: u64 },
     Exited {
         id: u64,
         code: Option<i32>,

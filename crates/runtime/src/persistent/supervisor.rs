@@ -279,7 +279,7 @@ fn serve_clients(
         if ready[1] {
             match msg::recv(init, &mut buf) {
                 Ok((0, _)) | Err(_) => return None,
-                Ok((n, _)) => match decode::<InitEvent>(&buf[..n]) {
+                Ok((n, fds)) => match decode::<InitEvent>(&buf[..n]) {
                     Some(InitEvent::Exited { id, code, signal }) => {
                         if let Some(i) = clients.iter().position(|c| c.exec == Some(id)) {
                             let client = clients.remove(i);
@@ -297,6 +297,12 @@ fn serve_clients(
                                     timed_out: client.timed_out,
                                 },
                             );
+                        }
+                    }
+                    Some(InitEvent::Started { id }) => {
+                        if let Some(client) = clients.iter().find(|c| c.exec == Some(id)) {
+                            let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+                            let _ = msg::send(&client.conn, &encode(&Reply::Started), &raw);
                         }
                     }
                     Some(InitEvent::Failed { id, kind, message }) => {
