@@ -418,3 +418,23 @@ fn exec_t_gives_a_terminal_of_the_sandbox_and_stdin_needs_i() {
         .unwrap();
     assert_eq!(stdout(&child.wait_with_output().unwrap()), "");
 }
+
+#[test]
+fn concurrent_execs_each_get_their_own_output_and_exit_code() {
+    let _g = serial();
+    let b = Box_::create(&[]);
+    let children: Vec<_> = (0..24)
+        .map(|i| {
+            let script = format!("sleep 0.{}; echo out-{i}; exit {}", i % 5, i % 7);
+            agentbox(&["exec", &b.id, "--", "sh", "-c", &script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(stdout(&o), format!("out-{i}\n"));
+        assert_eq!(o.status.code(), Some((i % 7) as i32));
+    }
+}

@@ -267,6 +267,14 @@ fn serve_clients(
         let Ok(ready) = msg::poll_readable(&fds, timeout_ms) else {
             return None;
         };
+        // Readiness of clients by descriptor: the init's events below may remove clients, which
+        // would shift positions.
+        let ready_clients: Vec<i32> = fds[3..]
+            .iter()
+            .zip(&ready[3..])
+            .filter(|(_, r)| **r)
+            .map(|(fd, _)| *fd)
+            .collect();
         if ready[2] {
             while let Some(received) = signal::read_signalfd(signals) {
                 match received.signo {
@@ -321,20 +329,11 @@ fn serve_clients(
                 },
             }
         }
-        if ready[0] {
-            if let Ok(conn) = msg::accept(listener) {
-                clients.push(Client {
-                    conn,
-                    exec: None,
-                    deadline: None,
-                    timed_out: false,
-                });
-            }
-        }
-        // Client messages (indices shifted by the three fixed descriptors).
+        // Client messages. (New connections are accepted after this loop, so a descriptor number
+        // seen ready always belongs to the client that was polled.)
         let mut gone = Vec::new();
         for (i, client) in clients.iter_mut().enumerate() {
-            if !ready.get(i + 3).copied().unwrap_or(false) {
+            if !ready_clients.contains(&client.conn.as_raw_fd()) {
                 continue;
             }
             let (n, stdio) = msg::recv(&client.conn, &mut buf).unwrap_or_default();
@@ -397,6 +396,16 @@ fn serve_clients(
         }
         for i in gone.into_iter().rev() {
             clients.remove(i);
+        }
+        if ready[0] {
+            if let Ok(conn) = msg::accept(listener) {
+                clients.push(Client {
+                    conn,
+                    exec: None,
+                    deadline: None,
+                    timed_out: false,
+                });
+            }
         }
     }
 }
