@@ -30,7 +30,7 @@ pub const MAPPED: u8 = b'm';
 pub const ATTACHED: u8 = b'a';
 
 /// Signals a user or a caller may send to `agentbox run`, passed on to the command.
-const FORWARDED: &[i32] = &[
+pub(crate) const FORWARDED: &[i32] = &[
     signal::SIGINT,
     signal::SIGTERM,
     signal::SIGHUP,

@@ -7,17 +7,8 @@ use agentbox_sys::{msg, pty, signal};
 use super::protocol::{decode, encode, ExecRequest, Reply, Request, MAX_MESSAGE};
 use super::state::{self, Health, State};
 use super::supervisor::error_from;
+use crate::supervise::FORWARDED;
 use crate::RunError;
-
-/// Signals passed on to the command, as `agentbox run` does.
-const FORWARDED: &[i32] = &[
-    signal::SIGINT,
-    signal::SIGTERM,
-    signal::SIGHUP,
-    signal::SIGQUIT,
-    signal::SIGUSR1,
-    signal::SIGUSR2,
-];
 
 fn connect(state: &State) -> Result<OwnedFd, RunError> {
     msg::connect(&state.socket()).map_err(|e| match state.health() {

@@ -238,14 +238,7 @@ fn serve_clients(
             if let (Some(exec), Some(deadline)) = (client.exec, client.deadline) {
                 if now >= deadline && !client.timed_out {
                     client.timed_out = true;
-                    let _ = msg::send(
-                        init,
-                        &encode(&InitRequest::Kill {
-                            id: exec,
-                            signo: signal::SIGKILL,
-                        }),
-                        &[],
-                    );
+                    signal_exec(init, exec, signal::SIGKILL);
                 }
             }
         }
@@ -340,14 +333,7 @@ fn serve_clients(
             if n == 0 {
                 // The client went away: its command goes too.
                 if let Some(exec) = client.exec {
-                    let _ = msg::send(
-                        init,
-                        &encode(&InitRequest::Kill {
-                            id: exec,
-                            signo: signal::SIGKILL,
-                        }),
-                        &[],
-                    );
+                    signal_exec(init, exec, signal::SIGKILL);
                 }
                 gone.push(i);
                 continue;
@@ -377,8 +363,7 @@ fn serve_clients(
                 ),
                 Some(Request::Signal { signo }) => {
                     if let Some(exec) = client.exec {
-                        let _ =
-                            msg::send(init, &encode(&InitRequest::Kill { id: exec, signo }), &[]);
+                        signal_exec(init, exec, signo);
                     }
                 }
                 Some(Request::Stop) => {
@@ -408,4 +393,9 @@ fn serve_clients(
             }
         }
     }
+}
+
+/// Asks the init to deliver `signo` to the command of exec `id` (SIGKILL takes its process group).
+fn signal_exec(init: &OwnedFd, id: u64, signo: i32) {
+    let _ = msg::send(init, &encode(&InitRequest::Kill { id, signo }), &[]);
 }
