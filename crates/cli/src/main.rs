@@ -47,6 +47,11 @@ enum Command {
     /// `agentbox_runtime::helper_command`.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(SandboxArgs),
+    /// The create helper: makes a persistent sandbox from a policy spec and create options given as
+    /// JSON in AGENTBOX_SPEC_JSON and AGENTBOX_CREATE_JSON; prints its id. See
+    /// `agentbox_runtime::persistent::create_with_helper`.
+    #[command(name = "__create", hide = true)]
+    CreateHelper,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run_args::run(*args),
         Command::Sandbox(args) => sandbox_helper(args),
+        Command::CreateHelper => sandbox_args::create_from_environment(),
         Command::Gc => gc(),
         Command::Create(args) => sandbox_args::create(*args),
         Command::Exec(args) => sandbox_args::exec(args),

@@ -94,6 +94,7 @@ pub fn create(args: CreateArgs) -> i32 {
             name: args.name,
             ttl,
             idle,
+            tenant: None,
         },
     ) {
         Ok(id) => {
@@ -242,6 +243,32 @@ pub fn cp(args: CpArgs) -> i32 {
     };
     match result {
         Ok(_) => 0,
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+/// `agentbox __create`: the create helper for callers that hold threads.
+pub fn create_from_environment() -> i32 {
+    let variable = |name: &str| std::env::var(name).unwrap_or_default();
+    let spec = match agentbox_runtime::helper::parse_spec(&variable(
+        agentbox_runtime::helper::SPEC_VARIABLE,
+    )) {
+        Ok(spec) => spec,
+        Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
+    };
+    let options = match persistent::parse_options(&variable(persistent::OPTIONS_VARIABLE)) {
+        Ok(options) => options,
+        Err(e) => return fail(e.exit_code(), e),
+    };
+    let policy = match spec.validate(None) {
+        Ok(p) => p,
+        Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
+    };
+    match persistent::create(&policy, &options) {
+        Ok(id) => {
+            println!("{id}");
+            0
+        }
         Err(e) => fail(e.exit_code(), e),
     }
 }

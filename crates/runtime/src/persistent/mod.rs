@@ -6,8 +6,13 @@ mod files;
 pub mod protocol;
 pub mod state;
 mod supervisor;
+mod threaded;
 
 pub use client::{exec, stop, terminal_size};
 pub use files::{copy_in, copy_out};
 pub use state::{Health, State};
 pub use supervisor::{create, CreateOptions};
+pub use threaded::{
+    create_with_helper, exec_captured, list_dir, parse_options, read_file, write_file, Captured,
+    DirEntry, CREATE_SUBCOMMAND, OPTIONS_VARIABLE,
+};

@@ -25,6 +25,9 @@ pub struct State {
     pub uid_base: u32,
     pub user: u32,
     pub cgroups: Vec<PathBuf>,
+    /// The API tenant that created it (none from the CLI).
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// Whether the sandbox's supervisor still runs.

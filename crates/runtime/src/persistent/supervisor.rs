@@ -17,13 +17,16 @@ use crate::supervise::{launch, Launched, Purpose};
 use crate::{exit_code, RunError};
 
 /// Options of `agentbox create` beyond the policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateOptions {
     pub name: Option<String>,
     /// The sandbox is removed this long after its creation.
     pub ttl: Option<Duration>,
     /// The sandbox is removed after this long without a command running.
     pub idle: Option<Duration>,
+    /// The API tenant it belongs to.
+    pub tenant: Option<String>,
 }
 
 /// Creates a persistent sandbox and returns its id once it is ready to run commands. The
@@ -158,6 +161,7 @@ fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd)
         uid_base: launched.uid_base(),
         user: policy.user,
         cgroups: launched.sandbox.cgroup_dirs(),
+        tenant: options.tenant.clone(),
     };
     let listener = match msg::listen(&state.socket()).and_then(|l| {
         std::fs::set_permissions(

@@ -1,0 +1,334 @@
+//! The operations on persistent sandboxes for callers that hold threads (the HTTP and MCP servers):
+//! nothing here forks, changes the signal mask, or touches this process's stdio. `create` runs the
+//! `agentbox` binary's hidden `__create` subcommand (a fresh single-threaded process does the
+//! set-up); exec talks to the supervisor with pipes made here; files go through `openat2` in the
+//! sandbox's root with this thread's file-system ids switched to the sandbox user's.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agentbox_policy::PolicySpec;
+use agentbox_sys::resolve::{self, FileKind, OpenFlags};
+use agentbox_sys::{creds, fd, msg};
+
+use super::protocol::{decode, encode, ExecRequest, Reply, Request, MAX_MESSAGE};
+use super::state::{self, Health, State};
+use super::supervisor::{error_from, CreateOptions};
+use crate::helper::SPEC_VARIABLE;
+use crate::RunError;
+
+/// The hidden subcommand that creates a persistent sandbox from the environment.
+pub const CREATE_SUBCOMMAND: &str = "__create";
+/// The environment variable carrying the `CreateOptions` (JSON).
+pub const OPTIONS_VARIABLE: &str = "AGENTBOX_CREATE_JSON";
+
+/// Creates a sandbox by running `agentbox __create` (the binary at `agentbox`); returns its id.
+pub fn create_with_helper(
+    agentbox: &Path,
+    spec: &PolicySpec,
+    options: &CreateOptions,
+) -> Result<String, RunError> {
+    let output = Command::new(agentbox)
+        .env_clear()
+        .env(
+            SPEC_VARIABLE,
+            serde_json::to_string(spec).unwrap_or_default(),
+        )
+        .env(
+            OPTIONS_VARIABLE,
+            serde_json::to_string(options).unwrap_or_default(),
+        )
+        .arg(CREATE_SUBCOMMAND)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RunError::setup(format!("run {}", agentbox.display()), e))?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    }
+    let message = String::from_utf8_lossy(&output.stderr)
+        .trim()
+        .trim_start_matches("agentbox: ")
+        .to_string();
+    Err(error_from(
+        output
+            .status
+            .code()
+            .unwrap_or(crate::exit_code::SETUP_FAILED),
+        message,
+    ))
+}
+
+/// Reads the options written by [`create_with_helper`]. Unknown fields are refused.
+pub fn parse_options(json: &str) -> Result<CreateOptions, RunError> {
+    serde_json::from_str(json).map_err(|e| RunError::invalid(OPTIONS_VARIABLE, json, e))
+}
+
+/// The outcome of a command whose output was captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output beyond `max_output` was dropped.
+    pub truncated: bool,
+    pub duration: Duration,
+}
+
+fn running(target: &str) -> Result<State, RunError> {
+    let state = state::find(target)?;
+    if state.health() == Health::Failed {
+        return Err(RunError::setup(
+            format!("sandbox {}", state.id),
+            "its supervisor died",
+        ));
+    }
+    Ok(state)
+}
+
+/// Runs `request` in sandbox `target` with `stdin` as input; captures up to `max_output` bytes
+/// of stdout and of stderr each.
+pub fn exec_captured(
+    target: &str,
+    request: ExecRequest,
+    stdin: &[u8],
+    max_output: usize,
+) -> Result<Captured, RunError> {
+    let started = Instant::now();
+    let state = running(target)?;
+    let conn = msg::connect(&state.socket())
+        .map_err(|e| RunError::setup(format!("sandbox {}", state.id), e))?;
+    let pipe = || fd::pipe().map_err(|e| RunError::setup("pipe", e));
+    let (in_read, in_write) = pipe()?;
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let owner = state.uid_base + state.user;
+    for end in [&in_read, &out_write, &err_write] {
+        fd::give_pipe(end.as_raw_fd(), owner, owner)
+            .map_err(|e| RunError::setup("pipe owner", e))?;
+    }
+    let request = ExecRequest {
+        tty: false,
+        stdin: true,
+        ..request
+    };
+    msg::send(
+        &conn,
+        &encode(&Request::Exec(request)),
+        &[
+            in_read.as_raw_fd(),
+            out_write.as_raw_fd(),
+            err_write.as_raw_fd(),
+        ],
+    )
+    .map_err(|e| RunError::setup("send", e))?;
+    drop((in_read, out_write, err_write));
+    let mut out = Output::new(out_read, max_output);
+    let mut err = Output::new(err_read, max_output);
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut reply = None;
+    // stdin is written by a thread of its own, so a command that writes before it reads cannot
+    // deadlock against us; the pipe closes when all of it is written (or the command stops reading).
+    let result: Result<(), RunError> = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = fd::write_all(in_write.as_raw_fd(), stdin);
+        });
+        while reply.is_none() || out.open() || err.open() {
+            let fds = [
+                if reply.is_none() {
+                    conn.as_raw_fd()
+                } else {
+                    -1
+                },
+                out.raw(),
+                err.raw(),
+            ];
+            let ready = msg::poll_readable(&fds, -1).map_err(|e| RunError::setup("poll", e))?;
+            if ready[1] {
+                out.pull();
+            }
+            if ready[2] {
+                err.pull();
+            }
+            if ready[0] {
+                let (n, _) =
+                    msg::recv(&conn, &mut buf).map_err(|e| RunError::setup("receive", e))?;
+                reply = Some(decode::<Reply>(&buf[..n]));
+            }
+        }
+        Ok(())
+    });
+    result?;
+    let exit_code = match reply.flatten() {
+        Some(Reply::Exited { exit_code, .. }) => exit_code,
+        Some(Reply::Error { exit_code, message }) => return Err(error_from(exit_code, message)),
+        _ => {
+            return Err(RunError::setup(
+                "exec",
+                "the sandbox ended while the command ran",
+            ))
+        }
+    };
+    Ok(Captured {
+        exit_code,
+        truncated: out.truncated || err.truncated,
+        stdout: out.data,
+        stderr: err.data,
+        duration: started.elapsed(),
+    })
+}
+
+/// One captured output stream.
+struct Output {
+    pipe: Option<OwnedFd>,
+    data: Vec<u8>,
+    max: usize,
+    truncated: bool,
+}
+
+impl Output {
+    fn new(pipe: OwnedFd, max: usize) -> Self {
+        Output {
+            pipe: Some(pipe),
+            data: Vec::new(),
+            max,
+            truncated: false,
+        }
+    }
+    fn open(&self) -> bool {
+        self.pipe.is_some()
+    }
+    fn raw(&self) -> i32 {
+        self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd())
+    }
+    fn pull(&mut self) {
+        let mut chunk = [0u8; 65536];
+        match self
+            .pipe
+            .as_ref()
+            .map(|p| fd::read(p.as_raw_fd(), &mut chunk))
+        {
+            Some(Ok(n)) if n > 0 => {
+                let room = self.max.saturating_sub(self.data.len());
+                self.data.extend_from_slice(&chunk[..n.min(room)]);
+                self.truncated |= n > room;
+            }
+            _ => self.pipe = None,
+        }
+    }
+}
+
+/// Runs `f` with this thread's file-system ids set to the sandbox user's (files it creates belong
+/// to that user; permission checks are that user's), then restores them.
+fn as_sandbox_user<T>(state: &State, f: impl FnOnce() -> T) -> T {
+    let owner = state.uid_base + state.user;
+    let previous = creds::set_fs_ids(owner, owner);
+    let result = f();
+    creds::set_fs_ids(previous.0, previous.1);
+    result
+}
+
+fn root_of(state: &State) -> Result<OwnedFd, RunError> {
+    crate::transfer::open_root(state.init)
+        .map_err(|e| RunError::setup(format!("sandbox {}", state.id), e))
+}
+
+fn in_sandbox(path: &Path, op: &str, e: agentbox_sys::SysError) -> RunError {
+    RunError::InvalidInSandbox(format!("{op} {}: {}", path.display(), e.source))
+}
+
+fn absolute(path: &Path) -> Result<(), RunError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(RunError::invalid("path", path, "must be absolute"))
+    }
+}
+
+/// Writes `contents` to `path` in sandbox `target` (created or truncated; the parent must exist).
+pub fn write_file(target: &str, path: &Path, contents: &[u8]) -> Result<(), RunError> {
+    absolute(path)?;
+    let state = running(target)?;
+    let root = root_of(&state)?;
+    as_sandbox_user(&state, || {
+        let file = resolve::open_in_root(
+            &root,
+            path,
+            OpenFlags::WRITE_CREATE_TRUNCATE.no_follow(),
+            0o644,
+        )
+        .map_err(|e| in_sandbox(path, "write", e))?;
+        fd::write_all(file.as_raw_fd(), contents).map_err(|e| in_sandbox(path, "write", e))
+    })
+}
+
+/// Reads at most `max` bytes of `path` in sandbox `target`.
+pub fn read_file(target: &str, path: &Path, max: usize) -> Result<Vec<u8>, RunError> {
+    absolute(path)?;
+    let state = running(target)?;
+    let root = root_of(&state)?;
+    as_sandbox_user(&state, || {
+        let file = resolve::open_in_root(&root, path, OpenFlags::READ.non_blocking(), 0)
+            .map_err(|e| in_sandbox(path, "read", e))?;
+        let stat = resolve::fstat(&file).map_err(|e| in_sandbox(path, "read", e))?;
+        if !stat.is_file() {
+            return Err(RunError::InvalidInSandbox(format!(
+                "read {}: not a regular file",
+                path.display()
+            )));
+        }
+        let mut data = Vec::new();
+        std::fs::File::from(file)
+            .take(max as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| RunError::InvalidInSandbox(format!("read {}: {e}", path.display())))?;
+        Ok(data)
+    })
+}
+
+/// An entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: String,
+    pub size: u64,
+}
+
+/// Lists directory `path` of sandbox `target`.
+pub fn list_dir(target: &str, path: &Path) -> Result<Vec<DirEntry>, RunError> {
+    absolute(path)?;
+    let state = running(target)?;
+    let root = root_of(&state)?;
+    as_sandbox_user(&state, || {
+        let dir = resolve::open_in_root(&root, path, OpenFlags::DIRECTORY, 0)
+            .map_err(|e| in_sandbox(path, "list", e))?;
+        let names = resolve::read_dir_names(&dir).map_err(|e| in_sandbox(path, "list", e))?;
+        let mut entries = Vec::new();
+        for name in names {
+            let Ok(entry) =
+                resolve::open_in_root(&dir, Path::new(&name), OpenFlags::PATH.no_follow(), 0)
+            else {
+                continue;
+            };
+            let Ok(stat) = resolve::fstat(&entry) else {
+                continue;
+            };
+            let kind = match stat.kind {
+                FileKind::File => "file",
+                FileKind::Directory => "dir",
+                FileKind::Symlink => "symlink",
+                _ => "other",
+            };
+            entries.push(DirEntry {
+                name: name.to_string_lossy().into_owned(),
+                kind: kind.into(),
+                size: stat.size,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    })
+}
