@@ -38,6 +38,9 @@ enum Command {
     /// Copy a file or directory into (`cp HOSTPATH ID:/path`) or out of (`cp ID:/path HOSTPATH`) a
     /// persistent sandbox; paths resolve inside the sandbox's root, symlinks included.
     Cp(sandbox_args::CpArgs),
+    /// Serve the HTTP API over persistent sandboxes (bearer tokens, tenants and quotas from the
+    /// config file; see docs/api.md).
+    Serve(ServeArgs),
     /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
     /// still in them) and uid slots.
     Gc,
@@ -60,6 +63,47 @@ struct SandboxArgs {
     exit_record: Option<std::path::PathBuf>,
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The server's TOML configuration (listen address, agentbox binary, tokens and quotas).
+    #[arg(long, value_name = "FILE")]
+    config: std::path::PathBuf,
+    /// Listen on this address instead of the configuration's (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+fn serve(args: ServeArgs) -> i32 {
+    let mut config = match agentbox_server::Config::from_toml_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentbox: {e}");
+            return exit_code::INVALID_INPUT;
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    // The server holds threads from here on; it never forks (creates go through `__create`).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agentbox: tokio runtime: {e}");
+            return exit_code::SETUP_FAILED;
+        }
+    };
+    match runtime.block_on(agentbox_server::serve(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("agentbox: {e}");
+            exit_code::SETUP_FAILED
+        }
+    }
 }
 
 fn gc() -> i32 {
@@ -120,6 +164,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => sandbox_helper(args),
         Command::CreateHelper => sandbox_args::create_from_environment(),
         Command::Gc => gc(),
+        Command::Serve(args) => serve(args),
         Command::Create(args) => sandbox_args::create(*args),
         Command::Exec(args) => sandbox_args::exec(args),
         Command::Ls => sandbox_args::ls(),

@@ -106,10 +106,17 @@ pub fn list() -> Vec<State> {
 
 /// The sandbox with this id or name.
 pub fn find(target: &str) -> Result<State, RunError> {
-    list()
-        .into_iter()
-        .find(|s| s.id == target || s.name.as_deref() == Some(target))
+    let all = list();
+    let by_id = all.iter().position(|s| s.id == target);
+    let found = by_id.or_else(|| all.iter().position(|s| s.name.as_deref() == Some(target)));
+    found
+        .map(|i| all[i].clone())
         .ok_or_else(|| RunError::invalid("sandbox", target, "no such sandbox (see agentbox ls)"))
+}
+
+/// Whether `name` has the shape of an id (names must not, so that an id is never ambiguous).
+pub fn looks_like_id(name: &str) -> bool {
+    is_id(name)
 }
 
 pub fn write(state: &State) -> Result<(), RunError> {

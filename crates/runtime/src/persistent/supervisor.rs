@@ -45,6 +45,13 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
                 "use 1-64 letters, digits, '-', '_' or '.'",
             ));
         }
+        if state::looks_like_id(name) {
+            return Err(RunError::invalid(
+                "name",
+                name,
+                "must not look like a sandbox id (12 hex digits)",
+            ));
+        }
         if state::list()
             .iter()
             .any(|s| s.name.as_deref() == Some(name))
