@@ -41,6 +41,9 @@ enum Command {
     /// Serve the HTTP API over persistent sandboxes (bearer tokens, tenants and quotas from the
     /// config file; see docs/api.md).
     Serve(ServeArgs),
+    /// Serve the sandbox tools over MCP on stdin/stdout (Model Context Protocol, for agents),
+    /// acting for one local tenant; see docs/api.md.
+    Mcp(McpArgs),
     /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
     /// still in them) and uid slots.
     Gc,
@@ -73,6 +76,57 @@ struct ServeArgs {
     /// Listen on this address instead of the configuration's (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// The tenant recorded on the sandboxes it creates; it sees only that tenant's sandboxes.
+    #[arg(long, default_value = "local")]
+    tenant: String,
+    /// Sandboxes the tenant may hold at once.
+    #[arg(long, default_value_t = 16)]
+    max_sandboxes: u32,
+    /// Bytes: the sum of the tenant's sandboxes' memory limits.
+    #[arg(long, default_value_t = 64 << 30)]
+    max_memory: u64,
+    /// Bytes: the largest file written or read back.
+    #[arg(long, default_value_t = agentbox_server::DEFAULT_MAX_BODY)]
+    max_body: u64,
+}
+
+fn mcp(args: McpArgs) -> i32 {
+    let agentbox = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("agentbox: this binary's path: {e}");
+            return exit_code::SETUP_FAILED;
+        }
+    };
+    let options = agentbox_server::mcp::StdioOptions {
+        agentbox,
+        tenant: args.tenant,
+        max_sandboxes: args.max_sandboxes,
+        max_memory: args.max_memory,
+        max_body: args.max_body,
+    };
+    // Like `serve`, it holds threads from here on and never forks.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agentbox: tokio runtime: {e}");
+            return exit_code::SETUP_FAILED;
+        }
+    };
+    match runtime.block_on(agentbox_server::mcp::serve_stdio(options)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("agentbox: mcp: {e}");
+            exit_code::SETUP_FAILED
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> i32 {
@@ -165,6 +219,7 @@ fn main() -> ExitCode {
         Command::CreateHelper => sandbox_args::create_from_environment(),
         Command::Gc => gc(),
         Command::Serve(args) => serve(args),
+        Command::Mcp(args) => mcp(args),
         Command::Create(args) => sandbox_args::create(*args),
         Command::Exec(args) => sandbox_args::exec(args),
         Command::Ls => sandbox_args::ls(),

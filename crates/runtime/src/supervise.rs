@@ -361,16 +361,17 @@ impl Sandbox {
         }
     }
 
-    /// Kills and reaps whatever is left, reads the cgroup's counters, removes the cgroup. In the ns
-    /// tier a reaped init means an empty sandbox: the kernel reaps every process of a pid namespace
-    /// before its init finishes exiting.
+    /// Kills and reaps whatever is left, reads the cgroup's counters, removes the cgroup.
     fn tear_down(mut self, own_pid_namespace: bool) -> (CgroupEvents, Result<(), RunError>) {
-        if !(self.reaped && own_pid_namespace) {
-            self.kill_everything();
-        }
         if !self.reaped {
+            let _ = process::kill(self.child, signal::SIGKILL);
             let _ = process::wait(self.child, false);
             self.reaped = true;
+        }
+        // A reaped pid-namespace init means an empty sandbox (the kernel reaps every process of
+        // the namespace before its init finishes exiting); otherwise sweep by uid and cgroup.
+        if !own_pid_namespace {
+            self.kill_everything();
         }
         match self.cgroup.take() {
             None => (CgroupEvents::default(), Ok(())),

@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod error;
 mod extract;
+pub mod mcp;
 mod metrics;
 mod model;
 mod openapi;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/dir", get(files::list))
         .route("/metrics", get(service::metrics))
         .route("/openapi.json", get(service::openapi))
+        .route_service("/mcp", mcp::http_service(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -6,17 +6,19 @@ use std::collections::BTreeMap;
 
 use agentbox_policy::PolicySpec;
 use agentbox_runtime::persistent::{Health, State as SandboxState};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// `POST /v1/sandboxes`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// The sandbox policy, as in a policy file (tier, limits, env, cwd, user, tmpfs mounts).
     /// Unknown fields are refused. Host paths (`workspace`, bind mounts, a directory `image`)
     /// are refused through the API.
     #[schema(value_type = Option<Object>)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub policy: Option<PolicySpec>,
     /// A name unique on the host: 1-64 letters, digits, `-`, `_`, `.`; not 12 hex digits.
     pub name: Option<String>,
@@ -27,13 +29,13 @@ pub struct CreateRequest {
 }
 
 /// `201` of `POST /v1/sandboxes`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Created {
     pub id: String,
 }
 
 /// Whether a sandbox's supervisor still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxHealth {
     Running,
@@ -42,7 +44,7 @@ pub enum SandboxHealth {
 }
 
 /// One sandbox of the caller's tenant.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Sandbox {
     pub id: String,
     pub name: Option<String>,
@@ -71,7 +73,7 @@ impl From<&SandboxState> for Sandbox {
 }
 
 /// `POST /v1/sandboxes/{id}/exec`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
     /// The argv; the first element is looked up in the sandbox's PATH.
@@ -88,7 +90,7 @@ pub struct ExecBody {
 }
 
 /// The outcome of a command run to its end.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct ExecResult {
     /// The command's exit code; 128+N when signal N killed it, 124 at its timeout, 127 when it
     /// does not exist in the sandbox, 126 when it cannot be executed.
@@ -103,7 +105,7 @@ pub struct ExecResult {
 }
 
 /// One entry of `GET /v1/sandboxes/{id}/dir`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct DirEntry {
     pub name: String,
     /// `file`, `dir`, `symlink` or `other`.
