@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ITER=${ITER:-200}
+LOAD_S=${LOAD_S:-60}
 OUT=${OUT:-docs/benchmarks-http.md}
 scripts/install-deps.sh
 cargo build --release --quiet
@@ -20,16 +21,16 @@ agentbox = "$BIN"
 [[tokens]]
 token = "$token"
 tenant = "bench"
-max_sandboxes = 8
-max_memory = 17179869184
+max_sandboxes = 32
+max_memory = 68719476736
 TOML
 "$BIN" serve --config "$work/server.toml" &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 
-python3 - "$port" "$token" "$ITER" "$OUT" <<'PY'
-import json, sys, time, urllib.request, datetime, platform
-port, token, iters, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+python3 - "$port" "$token" "$ITER" "$OUT" "$LOAD_S" <<'PY'
+import json, sys, time, urllib.request, datetime, platform, threading, random
+port, token, iters, out, load_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 base = f"http://127.0.0.1:{port}"
 def call(method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
@@ -61,6 +62,40 @@ lines = ["# Benchmarks: the HTTP API", "",
          f"(`sudo bench/http.sh`, {datetime.date.today()}, kernel {platform.release()}).", "",
          "| step | p50 ms | p99 ms |", "|---|---|---|"]
 lines += [f"| {k} | {pct(v, .5):.2f} | {pct(v, .99):.2f} |" for k, v in steps.items()]
+# Load: 50 concurrent clients running exec over 20 sandboxes for load_s seconds.
+boxes = []
+try:
+    for _ in range(20):
+        boxes.append(json.loads(call("POST", "/v1/sandboxes", {}))["id"])
+except Exception:
+    for sid in boxes:
+        call("DELETE", f"/v1/sandboxes/{sid}")
+    raise
+latencies, errors, lock = [], [0], threading.Lock()
+deadline = time.perf_counter() + load_s
+def client():
+    while time.perf_counter() < deadline:
+        sid = random.choice(boxes)
+        t = time.perf_counter()
+        try:
+            res = json.loads(call("POST", f"/v1/sandboxes/{sid}/exec", {"command": ["/bin/true"]}))
+            ok = res["exit_code"] == 0
+        except Exception:
+            ok = False
+        with lock:
+            latencies.append((time.perf_counter() - t) * 1000)
+            errors[0] += not ok
+threads = [threading.Thread(target=client) for _ in range(50)]
+started = time.perf_counter()
+for t in threads: t.start()
+for t in threads: t.join()
+elapsed = time.perf_counter() - started
+for sid in boxes:
+    call("DELETE", f"/v1/sandboxes/{sid}")
+lines += ["", f"## Load: 50 concurrent exec clients over 20 sandboxes for {load_s:.0f} s", "",
+          f"- requests: {len(latencies)}, errors: **{errors[0]}**",
+          f"- throughput: **{len(latencies) / elapsed:.0f} exec/s** (2 CPUs)",
+          f"- latency p50 {pct(latencies, .5):.1f} ms, p99 **{pct(latencies, .99):.1f} ms**"]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
