@@ -69,6 +69,11 @@ lines = [
     "|---|---|---|",
     *[f"| {p} | {hwm} | {pss} |" for p, hwm, pss in memory],
     "",
+    "## More",
+    "",
+    "- Persistent sandboxes (exec round trip against nsenter, idle memory): `benchmarks-exec.md`, from `sudo bench/exec.sh`.",
+    "- The HTTP API (create → exec → delete, and 50 concurrent clients for 60 s): `benchmarks-http.md`, from `sudo bench/http.sh`.",
+    "",
 ]
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines))

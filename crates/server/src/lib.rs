@@ -35,7 +35,7 @@ pub use model::{
 pub use openapi::ApiDoc;
 
 use crate::metrics::Metrics;
-use crate::routes::{exec, files, sandboxes, service};
+use crate::routes::{exec, exec_stream, files, sandboxes, service};
 
 /// What every handler shares: the configuration, the counters, and one create lock per tenant.
 #[derive(Clone)]
@@ -83,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             get(sandboxes::show).delete(sandboxes::delete),
         )
         .route("/v1/sandboxes/{id}/exec", axum::routing::post(exec::exec))
+        .route(
+            "/v1/sandboxes/{id}/exec/stream",
+            axum::routing::post(exec_stream::exec_stream),
+        )
         .route(
             "/v1/sandboxes/{id}/files",
             get(files::read).put(files::write),

@@ -8,7 +8,7 @@ use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
 use crate::model::{
     CreateRequest, Created, DirEntry, ExecBody, ExecResult, HealthStatus, Sandbox, SandboxHealth,
 };
-use crate::routes::{exec, files, sandboxes, service};
+use crate::routes::{exec, exec_stream, files, sandboxes, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,7 @@ use crate::routes::{exec, files, sandboxes, service};
     ),
     paths(
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::delete,
-        exec::exec, files::write, files::read, files::list,
+        exec::exec, exec_stream::exec_stream, files::write, files::read, files::list,
         service::health, service::metrics, service::openapi,
     ),
     components(schemas(

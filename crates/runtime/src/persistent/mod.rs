@@ -13,6 +13,6 @@ pub use files::{copy_in, copy_out};
 pub use state::{Health, State};
 pub use supervisor::{create, CreateOptions};
 pub use threaded::{
-    create_with_helper, exec_captured, list_dir, parse_options, read_file, write_file, Captured,
-    DirEntry, CREATE_SUBCOMMAND, OPTIONS_VARIABLE,
+    create_with_helper, exec_captured, exec_streaming, list_dir, parse_options, read_file,
+    write_file, Captured, DirEntry, Stream, CREATE_SUBCOMMAND, OPTIONS_VARIABLE,
 };

@@ -88,6 +88,13 @@ fn running(target: &str) -> Result<State, RunError> {
     Ok(state)
 }
 
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
 /// Runs `request` in sandbox `target` with `stdin` as input; captures up to `max_output` bytes
 /// of stdout and of stderr each.
 pub fn exec_captured(
@@ -96,6 +103,35 @@ pub fn exec_captured(
     stdin: &[u8],
     max_output: usize,
 ) -> Result<Captured, RunError> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut truncated = false;
+    let (exit_code, duration) = exec_streaming(target, request, stdin, &mut |stream, chunk| {
+        let sink = match stream {
+            Stream::Stdout => &mut stdout,
+            Stream::Stderr => &mut stderr,
+        };
+        let room = max_output.saturating_sub(sink.len());
+        sink.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        truncated |= chunk.len() > room;
+    })?;
+    Ok(Captured {
+        exit_code,
+        stdout,
+        stderr,
+        truncated,
+        duration,
+    })
+}
+
+/// Runs `request` in sandbox `target` with `stdin` as input, handing each chunk of output to
+/// `on_output` as it arrives; returns the exit code and the duration.
+pub fn exec_streaming(
+    target: &str,
+    request: ExecRequest,
+    stdin: &[u8],
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<(i32, Duration), RunError> {
     let started = Instant::now();
     let state = running(target)?;
     let conn = msg::connect(&state.socket())
@@ -125,8 +161,8 @@ pub fn exec_captured(
     )
     .map_err(|e| RunError::setup("send", e))?;
     drop((in_read, out_write, err_write));
-    let mut out = Output::new(out_read, max_output);
-    let mut err = Output::new(err_read, max_output);
+    let mut out = Some(out_read);
+    let mut err = Some(err_read);
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut reply = None;
     // stdin is written by a thread of its own, so a command that writes before it reads cannot
@@ -135,22 +171,25 @@ pub fn exec_captured(
         scope.spawn(move || {
             let _ = fd::write_all(in_write.as_raw_fd(), stdin);
         });
-        while reply.is_none() || out.open() || err.open() {
+        while reply.is_none() || out.is_some() || err.is_some() {
+            let raw = |p: &Option<OwnedFd>| p.as_ref().map_or(-1, |p| p.as_raw_fd());
             let fds = [
                 if reply.is_none() {
                     conn.as_raw_fd()
                 } else {
                     -1
                 },
-                out.raw(),
-                err.raw(),
+                raw(&out),
+                raw(&err),
             ];
             let ready = msg::poll_readable(&fds, -1).map_err(|e| RunError::setup("poll", e))?;
-            if ready[1] {
-                out.pull();
-            }
-            if ready[2] {
-                err.pull();
+            for (slot, stream, is_ready) in [
+                (&mut out, Stream::Stdout, ready[1]),
+                (&mut err, Stream::Stderr, ready[2]),
+            ] {
+                if is_ready {
+                    pull(slot, stream, on_output);
+                }
             }
             if ready[0] {
                 let (n, _) =
@@ -161,62 +200,22 @@ pub fn exec_captured(
         Ok(())
     });
     result?;
-    let exit_code = match reply.flatten() {
-        Some(Reply::Exited { exit_code, .. }) => exit_code,
-        Some(Reply::Error { exit_code, message }) => return Err(error_from(exit_code, message)),
-        _ => {
-            return Err(RunError::setup(
-                "exec",
-                "the sandbox ended while the command ran",
-            ))
-        }
-    };
-    Ok(Captured {
-        exit_code,
-        truncated: out.truncated || err.truncated,
-        stdout: out.data,
-        stderr: err.data,
-        duration: started.elapsed(),
-    })
+    match reply.flatten() {
+        Some(Reply::Exited { exit_code, .. }) => Ok((exit_code, started.elapsed())),
+        Some(Reply::Error { exit_code, message }) => Err(error_from(exit_code, message)),
+        _ => Err(RunError::setup(
+            "exec",
+            "the sandbox ended while the command ran",
+        )),
+    }
 }
 
-/// One captured output stream.
-struct Output {
-    pipe: Option<OwnedFd>,
-    data: Vec<u8>,
-    max: usize,
-    truncated: bool,
-}
-
-impl Output {
-    fn new(pipe: OwnedFd, max: usize) -> Self {
-        Output {
-            pipe: Some(pipe),
-            data: Vec::new(),
-            max,
-            truncated: false,
-        }
-    }
-    fn open(&self) -> bool {
-        self.pipe.is_some()
-    }
-    fn raw(&self) -> i32 {
-        self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd())
-    }
-    fn pull(&mut self) {
-        let mut chunk = [0u8; 65536];
-        match self
-            .pipe
-            .as_ref()
-            .map(|p| fd::read(p.as_raw_fd(), &mut chunk))
-        {
-            Some(Ok(n)) if n > 0 => {
-                let room = self.max.saturating_sub(self.data.len());
-                self.data.extend_from_slice(&chunk[..n.min(room)]);
-                self.truncated |= n > room;
-            }
-            _ => self.pipe = None,
-        }
+/// Reads what is available on `pipe` and hands it on; closes the slot at end of file.
+fn pull(pipe: &mut Option<OwnedFd>, stream: Stream, on_output: &mut dyn FnMut(Stream, &[u8])) {
+    let mut chunk = [0u8; 65536];
+    match pipe.as_ref().map(|p| fd::read(p.as_raw_fd(), &mut chunk)) {
+        Some(Ok(n)) if n > 0 => on_output(stream, &chunk[..n]),
+        _ => *pipe = None,
     }
 }
 

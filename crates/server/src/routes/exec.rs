@@ -21,7 +21,7 @@ use crate::AppState;
 /// Most bytes of stdout, and of stderr, kept from one command.
 pub const MAX_OUTPUT: usize = 1 << 20;
 
-fn request_of(body: ExecBody) -> Result<(ExecRequest, Vec<u8>), ApiError> {
+pub(crate) fn request_of(body: ExecBody) -> Result<(ExecRequest, Vec<u8>), ApiError> {
     if body.command.is_empty() || body.command[0].is_empty() {
         return Err(ApiError::invalid("command: give at least the program"));
     }

@@ -3,6 +3,7 @@
 //! only translate HTTP to runtime calls and back; the sandboxes' behaviour lives in the runtime.
 
 pub mod exec;
+pub mod exec_stream;
 pub mod files;
 pub mod sandboxes;
 pub mod service;
