@@ -110,23 +110,7 @@ fn mcp(args: McpArgs) -> i32 {
         max_body: args.max_body,
     };
     // Like `serve`, it holds threads from here on and never forks.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("agentbox: tokio runtime: {e}");
-            return exit_code::SETUP_FAILED;
-        }
-    };
-    match runtime.block_on(agentbox_server::mcp::serve_stdio(options)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("agentbox: mcp: {e}");
-            exit_code::SETUP_FAILED
-        }
-    }
+    run_async("mcp: ", agentbox_server::mcp::serve_stdio(options))
 }
 
 fn serve(args: ServeArgs) -> i32 {
@@ -141,6 +125,14 @@ fn serve(args: ServeArgs) -> i32 {
         config.listen = listen;
     }
     // The server holds threads from here on; it never forks (creates go through `__create`).
+    run_async("", agentbox_server::serve(config))
+}
+
+/// Runs a server future on a multi-threaded tokio runtime; the exit code of `agentbox`.
+fn run_async<E: std::fmt::Display>(
+    context: &str,
+    server: impl std::future::Future<Output = Result<(), E>>,
+) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,10 +143,10 @@ fn serve(args: ServeArgs) -> i32 {
             return exit_code::SETUP_FAILED;
         }
     };
-    match runtime.block_on(agentbox_server::serve(config)) {
+    match runtime.block_on(server) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("agentbox: {e}");
+            eprintln!("agentbox: {context}{e}");
             exit_code::SETUP_FAILED
         }
     }

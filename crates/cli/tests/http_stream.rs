@@ -12,45 +12,20 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "0123456789abcdef-stream";
 
 struct Server {
-    child: std::process::Child,
-    base: String,
+    process: ServeProcess,
     client: reqwest::blocking::Client,
     created: Vec<String>,
 }
 
 impl Server {
     fn start() -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("stream-")
-            .tempdir()
-            .unwrap();
-        let config = dir.path().join("server.toml");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            &config,
-            format!("listen = \"127.0.0.1:{port}\"\nagentbox = \"{BIN}\"\n[[tokens]]\ntoken = \"{TOKEN}\"\ntenant = \"stream-test\"\nmax_sandboxes = 4\nmax_memory = 17179869184\n"),
-        )
-        .unwrap();
-        let child = agentbox(&["serve", "--config", config.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while reqwest::blocking::get(format!("{base}/health")).is_err() {
-            assert!(Instant::now() < deadline, "the server never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let process = ServeProcess::start(TOKEN, "stream-test", 4, 16 << 30);
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
         Server {
-            child,
-            base,
+            process,
             client,
             created: Vec::new(),
         }
@@ -58,7 +33,7 @@ impl Server {
 
     fn post(&self, path: &str, body: serde_json::Value) -> reqwest::blocking::Response {
         self.client
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.process.base))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -72,14 +47,10 @@ impl Drop for Server {
         for id in &self.created {
             let _ = self
                 .client
-                .delete(format!("{}/v1/sandboxes/{id}", self.base))
+                .delete(format!("{}/v1/sandboxes/{id}", self.process.base))
                 .bearer_auth(TOKEN)
                 .send();
         }
-        let _ = std::process::Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
     }
 }
 

@@ -242,3 +242,90 @@ pub fn sandbox_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
     }
     dirs
 }
+
+/// `agentbox serve` started as a process on a free loopback port with one token; killed on drop.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// Reaped already (by `stop`): nothing to kill on drop.
+    stopped: bool,
+    pub base: String,
+    pub config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Writes a configuration (one token for `tenant`) and starts the server on it.
+    pub fn start(token: &str, tenant: &str, max_sandboxes: u32, max_memory: u64) -> ServeProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("serve-")
+            .tempdir()
+            .expect("tempdir");
+        let config = dir.path().join("server.toml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nagentbox = \"{BIN}\"\n[[tokens]]\ntoken = \"{token}\"\ntenant = \"{tenant}\"\nmax_sandboxes = {max_sandboxes}\nmax_memory = {max_memory}\n"
+            ),
+        )
+        .expect("write config");
+        let mut server = ServeProcess {
+            child: spawn_serve(&config),
+            stopped: false,
+            base: format!("http://127.0.0.1:{port}"),
+            config,
+            _dir: dir,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    /// Starts the server again on the same configuration (after it was killed).
+    pub fn restart(&mut self) {
+        self.child = spawn_serve(&self.config);
+        self.stopped = false;
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reqwest::blocking::get(format!("{}/health", self.base)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` (e.g. "-TERM", "-KILL") and reaps the server.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        self.stopped = true;
+        self.child.wait().expect("wait server")
+    }
+}
+
+fn spawn_serve(config: &Path) -> std::process::Child {
+    agentbox(&["serve", "--config", config.to_str().expect("utf-8 path")])
+        .spawn()
+        .expect("spawn agentbox serve")
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
