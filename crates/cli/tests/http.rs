@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,7 @@ const TENANT_PREFIX: &str = "http-test-";
 
 /// The server, in a thread of its own with its own tokio runtime; stopped when dropped.
 struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: InProcessServer,
 }
 
 impl Server {
@@ -47,40 +44,17 @@ impl Server {
         );
         std::fs::write(&path, text).unwrap();
         let config = agentbox_server::Config::from_toml_file(&path).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound, addr) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                    bound.send(listener.local_addr().unwrap()).unwrap();
-                    let shutdown = async move { stopped.await.unwrap_or_default() };
-                    agentbox_server::serve_on(listener, config, shutdown)
-                        .await
-                        .unwrap();
-                });
-        });
         Server {
-            addr: addr.recv().unwrap(),
-            stop: Some(stop),
-            thread: Some(thread),
+            server: InProcessServer::start(config),
         }
     }
 
     fn client(&self, token: Option<&str>) -> Api {
         Api {
-            base: format!("http://{}", self.addr),
+            base: format!("http://{}", self.server.addr),
             token: token.map(str::to_string),
             http: Client::new(),
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let _ = self.thread.take().map(|t| t.join());
     }
 }
 

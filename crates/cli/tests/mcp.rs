@@ -9,7 +9,6 @@
 mod common;
 use common::*;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -304,9 +303,7 @@ fn stdio_tools_run_a_whole_sandbox_lifecycle() {
 /// The HTTP API and `/mcp`, in a thread of its own with its own tokio runtime; stopped when
 /// dropped.
 struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: InProcessServer,
 }
 
 impl Server {
@@ -323,31 +320,15 @@ impl Server {
             tenant(BOB, "mcp-test-http-bob"),
         );
         let config = agentbox_server::Config::from_toml(&text).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound, addr) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                    bound.send(listener.local_addr().unwrap()).unwrap();
-                    let shutdown = async move { stopped.await.unwrap_or_default() };
-                    agentbox_server::serve_on(listener, config, shutdown)
-                        .await
-                        .unwrap();
-                });
-        });
         Server {
-            addr: addr.recv().unwrap(),
-            stop: Some(stop),
-            thread: Some(thread),
+            server: InProcessServer::start(config),
         }
     }
 
     /// `POST /v1/sandboxes` through the REST API; returns the id.
     fn rest_create(&self, token: &str, name: &str) -> String {
         let answer = reqwest::blocking::Client::new()
-            .post(format!("http://{}/v1/sandboxes", self.addr))
+            .post(format!("http://{}/v1/sandboxes", self.server.addr))
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(serde_json::json!({"name": name}).to_string())
@@ -360,22 +341,11 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 #[test]
 fn streamable_http_tools_act_for_the_bearer_tokens_tenant() {
     let guard = Cleanup("mcp-test-http-");
     let server = Server::start();
-    let url = format!("http://{}/mcp", server.addr);
+    let url = format!("http://{}/mcp", server.server.addr);
 
     // Behind the same bearer auth as the rest of the API.
     let http = reqwest::blocking::Client::new();

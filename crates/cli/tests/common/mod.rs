@@ -329,3 +329,45 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// `agentbox_server::serve_on` on 127.0.0.1:0 in a thread of its own runtime; stopped on drop.
+pub struct InProcessServer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessServer {
+    pub fn start(config: agentbox_server::Config) -> InProcessServer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .expect("tokio runtime")
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind");
+                    bound
+                        .send(listener.local_addr().expect("addr"))
+                        .expect("report address");
+                    let shutdown = async move { stopped.await.unwrap_or_default() };
+                    agentbox_server::serve_on(listener, config, shutdown)
+                        .await
+                        .expect("serve");
+                });
+        });
+        InProcessServer {
+            addr: addr.recv().expect("server address"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = self.thread.take().map(|t| t.join());
+    }
+}
