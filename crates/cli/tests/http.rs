@@ -53,7 +53,9 @@ impl Server {
         Api {
             base: format!("http://{}", self.server.addr),
             token: token.map(str::to_string),
-            http: Client::new(),
+            // A fresh connection per request: after a 413 the server closes a connection whose
+            // body it did not read, and a pooled one would fail the next request.
+            http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
         }
     }
 }
