@@ -3,13 +3,16 @@
 //! Validation happens once, at the edge, in [`PolicySpec::validate`].
 
 mod error;
+pub mod net;
+mod network;
 mod spec;
 mod units;
 mod validate;
 
 pub use error::PolicyError;
+pub use network::{NetMode, Network, PROXY_PORT};
 pub use spec::{LimitsSpec, MountSpec, NetworkSpec, PolicySpec};
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use validate::{
-    Access, Cpus, Env, Image, Limits, Mount, MountKind, Network, Policy, Tier, DEFAULT_PATH,
+    Access, Cpus, Env, Image, Limits, Mount, MountKind, Policy, Tier, DEFAULT_PATH,
 };

@@ -52,11 +52,28 @@ pub enum MountSpec {
     },
 }
 
-/// Network policy. Only `none` exists until the network issue lands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Network policy as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
+    /// `none` (default: loopback only), `allow` (only the egress proxy, for the names in `allow`),
+    /// `open` (NAT through a veth, private ranges still dropped). `allow:a.com,*.b.org` is short for
+    /// `allow` plus those names.
     pub mode: String,
+    /// Host names the proxy admits in `allow` mode: exact (`pypi.org`) or `*.suffix`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Host names the proxy refuses even when `allow` matches them.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Networks reachable although private or link-local (`allow`: IP literals and names resolving
+    /// inside them; `open`: destinations the firewall would otherwise drop).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// `allow` mode: append one JSON line per proxy decision to this host file.
+    pub audit: Option<String>,
+    /// `allow` mode: an /etc/hosts-format host file the proxy consults before DNS (tests, pinning).
+    pub hosts_file: Option<String>,
 }
 
 /// Resource limits as written (`"512M"`, `"1.5"`, `"30s"`).

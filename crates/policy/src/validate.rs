@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::{parse_cpus, parse_duration, parse_size, MountSpec, PolicyError, PolicySpec};
+use crate::{parse_cpus, parse_duration, parse_size, MountSpec, Network, PolicyError, PolicySpec};
 
 /// PATH given to every sandboxed command unless the policy sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -63,12 +63,6 @@ pub struct Mount {
     pub kind: MountKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    /// An empty network namespace: loopback only.
-    None,
-}
-
 /// CPU bandwidth in thousandths of a CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cpus(pub u64);
@@ -118,21 +112,7 @@ impl PolicySpec {
             "host" => Image::Host,
             dir => Image::Dir(absolute("image", dir)?),
         };
-        let network = match self
-            .network
-            .as_ref()
-            .map(|n| n.mode.as_str())
-            .unwrap_or("none")
-        {
-            "none" => Network::None,
-            other => {
-                return Err(PolicyError::new(
-                    "network.mode",
-                    other,
-                    "not supported yet: the only network mode is \"none\"",
-                ))
-            }
-        };
+        let network = crate::network::validate(self.network.as_ref())?;
         let limits = self.validate_limits()?;
         let mut mounts = Vec::new();
         if let Some(ws) = &self.workspace {
@@ -165,7 +145,8 @@ impl PolicySpec {
                 "must be below 65534 (the sandbox maps uids 0-65535)",
             ));
         }
-        let env = build_env(&self.env, user, host_term)?;
+        let mut env = build_env(&self.env, user, host_term)?;
+        crate::network::add_proxy_env(&network, &mut env);
         Ok(Policy {
             tier,
             image,

@@ -15,7 +15,7 @@ fn defaults_deny_and_limit() {
         .unwrap();
     assert_eq!(p.tier, Tier::Ns);
     assert_eq!(p.image, Image::Host);
-    assert_eq!(p.network, Network::None);
+    assert_eq!(p.network, Network::NONE);
     assert_eq!(p.limits.memory, GIB);
     assert_eq!(p.limits.pids, 1024);
     assert!(p.mounts.is_empty());
@@ -113,12 +113,13 @@ fn bad_values_name_field_and_value() {
         (
             PolicySpec {
                 network: Some(NetworkSpec {
-                    mode: "open".into(),
+                    mode: "wide-open".into(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },
             "network.mode",
-            "open",
+            "wide-open",
         ),
         (
             PolicySpec {
