@@ -16,6 +16,8 @@ pub struct Reclaimed {
     pub sandboxes: Vec<String>,
     pub cgroups: Vec<PathBuf>,
     pub slots: usize,
+    /// Veths and firewall tables (open network mode) of slots nobody holds.
+    pub networks: Vec<String>,
 }
 
 /// Reclaims failed persistent sandboxes, removes the cgroup leaves of dead supervisors and frees
@@ -31,6 +33,7 @@ pub fn collect() -> Result<Reclaimed, RunError> {
         }
     }
     reclaimed.slots = crate::uidmap::free_stale_slots();
+    reclaimed.networks = crate::net::collect_orphans(&crate::uidmap::slot_held);
     let roots = match cgroup::detect_host() {
         Ok(Hierarchy::V1 { memory, pids, cpu }) => [Some(memory), Some(pids), cpu]
             .into_iter()

@@ -109,6 +109,8 @@ pub struct ChildSpec<'a> {
     pub report: OwnedFd,
     /// chroot tier only: the host uid the command runs as.
     pub host_uid: u32,
+    /// Network modes other than `none`: where the child announces its network namespace.
+    pub net: Option<OwnedFd>,
 }
 
 /// What the sandbox's first process does once the sandbox is built.
@@ -188,6 +190,7 @@ fn wait_for(go: &OwnedFd, expected: u8) {
 fn keep_only_own_fds(spec: &ChildSpec) {
     let mut keep: Vec<i32> = vec![spec.go.as_raw_fd(), spec.report.as_raw_fd()];
     keep.extend(spec.opened.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(spec.net.iter().map(|fd| fd.as_raw_fd()));
     if let ChildPurpose::Serve(channel) = &spec.purpose {
         keep.push(channel.as_raw_fd());
     }
@@ -224,6 +227,7 @@ fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
     mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
     let root = build_root(&spec.plan.steps, &spec.opened, 0)?;
     network.join()?;
+    announce_network(&spec)?;
     crate::timing::mark("child: root built");
     mount::pivot_into(&root).map_err(|e| Failure::sys("pivot_root", e))?;
     drop(spec.opened);
@@ -274,6 +278,15 @@ fn ns_init(spec: ChildSpec) -> Result<Infallible, Failure> {
     process::exit_now(exit.shell_code())
 }
 
+/// Tells the supervisor the network namespace is ready (passing the proxy's listener for `allow`).
+fn announce_network(spec: &ChildSpec) -> Result<(), Failure> {
+    match &spec.net {
+        Some(channel) => crate::net::announce(channel, spec.policy.network.mode)
+            .map_err(|m| Failure::setup("network", m)),
+        None => Ok(()),
+    }
+}
+
 /// The init loop: reap every child, forward every other signal to the command, return when the
 /// command has exited.
 fn reap_and_forward(command: i32) -> Exit {
@@ -311,6 +324,7 @@ pub fn chroot_child(spec: ChildSpec) -> ! {
         mount::make_private_recursive().map_err(|e| Failure::sys("make mounts private", e))?;
         let root = build_root(&spec.plan.steps, &spec.opened, spec.host_uid)?;
         network.join()?;
+        announce_network(&spec)?;
         mount::chroot(&root).map_err(|e| Failure::sys("chroot", e))?;
         mount::chdir(Path::new("/")).map_err(|e| Failure::sys("chdir /", e))?;
         drop(spec.opened);

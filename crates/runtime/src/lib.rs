@@ -9,6 +9,7 @@ pub mod gc;
 pub mod helper;
 pub mod host;
 mod launch;
+pub mod net;
 pub mod persistent;
 pub mod plan;
 pub mod record;

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use agentbox_policy::Policy;
 use agentbox_sys::process::{self, Exit, Fork};
-use agentbox_sys::{fd, signal};
+use agentbox_sys::{fd, msg, signal};
 
 use crate::cgroup::{self, Cgroup, CgroupEvents, CgroupLimits};
 use crate::launch::{ChildPurpose, ChildSpec, ExecSpec, Failure, FailureKind};
+use crate::net::{self, NetContext};
 use crate::plan;
 use crate::record::ExitRecord;
 use crate::uidmap::{self, Slot};
@@ -62,7 +63,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     if argv.is_empty() {
         return Err(RunError::invalid("command", "", "no command given"));
     }
-    let mut launched = launch(policy, Purpose::Command(argv))?;
+    let mut launched = launch(policy, Purpose::Command(argv), &NetContext::for_run())?;
     let outcome = launched
         .sandbox
         .wait(policy.limits.timeout.map(|t| launched.started + t));
@@ -70,10 +71,15 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
 }
 
 /// Prepares, forks and starts a sandbox for `purpose`. On failure nothing is left behind.
-pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunError> {
+pub(crate) fn launch(
+    policy: &Policy,
+    purpose: Purpose,
+    net_context: &NetContext,
+) -> Result<Launched, RunError> {
     let started = Instant::now();
     timing::init();
     tier::check_enforceable(policy)?;
+    net::precheck(policy)?;
     let mechanisms = tier::mechanisms(policy.tier);
     let exec = match &purpose {
         Purpose::Command(argv) => Some(ExecSpec::new(argv, &policy.env)?),
@@ -104,6 +110,12 @@ pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunE
     timing::mark("prepared");
     let (go_read, go_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     let (report_read, report_write) = fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
+    let (net_ours, net_theirs) = if net::needs_channel(policy) {
+        let (ours, theirs) = msg::pair().map_err(|e| RunError::setup("socketpair", e))?;
+        (Some(ours), Some(theirs))
+    } else {
+        (None, None)
+    };
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
     let child = match process::fork_with_namespaces(mechanisms.clone_flags) {
         Err(e) => {
@@ -113,6 +125,7 @@ pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunE
         Ok(Fork::Child) => {
             drop(go_write);
             drop(report_read);
+            drop(net_ours);
             let purpose = match (purpose, &exec) {
                 (Purpose::Serve(channel), _) => ChildPurpose::Serve(channel),
                 (Purpose::Command(_), Some(exec)) => ChildPurpose::Command(exec),
@@ -128,6 +141,7 @@ pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunE
                 go: go_read,
                 report: report_write,
                 host_uid: slot.base + policy.user,
+                net: net_theirs,
             };
             (mechanisms.child)(spec)
         }
@@ -138,11 +152,13 @@ pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunE
     timing::mark("forked");
     drop(go_read);
     drop(report_write);
+    drop(net_theirs);
     let mut launched = Launched {
         sandbox: Sandbox {
             child,
             reaped: false,
             cgroup: None,
+            net: None,
             uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups)
                 .then_some(slot.base + policy.user),
         },
@@ -153,13 +169,20 @@ pub(crate) fn launch(policy: &Policy, purpose: Purpose) -> Result<Launched, RunE
         started,
     };
     let base = launched.slot.base;
+    let network = net_ours.map(|channel| NetStart {
+        channel,
+        context: net_context,
+        slot_index: launched.slot.index(),
+        // The last uid of the slot: no sandbox process has it (users stop below 65534).
+        proxy_uid: base + uidmap::RANGE - 1,
+    });
     let result = launched.sandbox.start(
         policy,
-        mechanisms.user_namespace,
-        base,
+        mechanisms.user_namespace.then_some(base),
         &opened,
         hierarchy.as_ref(),
         go_write,
+        network,
     );
     drop(opened);
     match result {
@@ -235,6 +258,14 @@ pub(crate) fn failure_to_error(f: Failure) -> RunError {
     }
 }
 
+/// What the supervisor needs to attach the sandbox's network once the child announces it.
+pub(crate) struct NetStart<'a> {
+    channel: OwnedFd,
+    context: &'a NetContext,
+    slot_index: u32,
+    proxy_uid: u32,
+}
+
 /// The running sandbox as the supervisor holds it.
 pub(crate) struct Sandbox {
     /// The child: the sandbox init (ns tier) or the command itself (chroot tier).
@@ -242,6 +273,8 @@ pub(crate) struct Sandbox {
     /// Once reaped, the pid may belong to another process: never signal it again.
     reaped: bool,
     cgroup: Option<Cgroup>,
+    /// The proxy, or the veth and firewall table, of a sandbox with a network.
+    net: Option<net::Attached>,
     /// Without a pid namespace or cgroup (chroot tier), the host uid that only this sandbox's
     /// processes hold: killing "every process of that uid" is killing the sandbox.
     uid_sweep: Option<u32>,
@@ -269,14 +302,14 @@ impl Sandbox {
     fn start(
         &mut self,
         policy: &Policy,
-        user_namespace: bool,
-        uid_base: u32,
+        map_ids_to: Option<u32>,
         opened: &host::Opened,
         hierarchy: Option<&cgroup::Hierarchy>,
         go: OwnedFd,
+        network: Option<NetStart>,
     ) -> Result<(), RunError> {
         let mut go = std::fs::File::from(go);
-        if user_namespace {
+        if let Some(uid_base) = map_ids_to {
             uidmap::write_maps(self.child, uid_base)?;
             let userns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/user", self.child))
                 .map_err(|e| RunError::setup("open user namespace", e))?
@@ -301,6 +334,16 @@ impl Sandbox {
             let attached = cgroup.attach(self.child);
             self.cgroup = Some(cgroup);
             attached.map_err(|e| RunError::setup("cgroup attach", e))?;
+        }
+        if let Some(start) = network {
+            self.net = net::attach(
+                policy,
+                start.context,
+                &start.channel,
+                self.child,
+                start.slot_index,
+                start.proxy_uid,
+            )?;
         }
         // The child may have failed and exited already: then the write fails, and the report says why.
         let _ = go.write_all(&[ATTACHED]);
@@ -373,7 +416,8 @@ impl Sandbox {
         if !own_pid_namespace {
             self.kill_everything();
         }
-        match self.cgroup.take() {
+        let network = self.net.take().map_or(Ok(()), net::Attached::tear_down);
+        let (events, removed) = match self.cgroup.take() {
             None => (CgroupEvents::default(), Ok(())),
             Some(cgroup) => {
                 let events = cgroup.events();
@@ -384,7 +428,8 @@ impl Sandbox {
                         .map_err(|e| RunError::setup("remove cgroup", e)),
                 )
             }
-        }
+        };
+        (events, removed.and(network))
     }
 }
 

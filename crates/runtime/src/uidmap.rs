@@ -23,6 +23,11 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The slot's number (0-4095): its uid range, and its /30 in open network mode.
+    pub fn index(&self) -> u32 {
+        (self.base - UID_BASE) / RANGE
+    }
+
     pub fn acquire() -> Result<Slot, RunError> {
         std::fs::create_dir_all(SLOTS_DIR)
             .map_err(|e| RunError::setup(format!("mkdir {SLOTS_DIR}"), e))?;
@@ -67,6 +72,12 @@ pub fn free_stale_slots() -> usize {
         .flatten()
         .filter(|e| !owner_alive(&e.path()) && std::fs::remove_file(e.path()).is_ok())
         .count()
+}
+
+/// Whether slot `index` is held by a live process.
+pub fn slot_held(index: u32) -> bool {
+    let path = PathBuf::from(format!("{SLOTS_DIR}/{index}"));
+    path.exists() && owner_alive(&path)
 }
 
 fn owner_alive(path: &std::path::Path) -> bool {

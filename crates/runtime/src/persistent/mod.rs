@@ -3,6 +3,7 @@
 
 mod client;
 mod files;
+mod network;
 pub mod protocol;
 pub mod state;
 mod supervisor;
@@ -10,6 +11,7 @@ mod threaded;
 
 pub use client::{exec, stop, terminal_size};
 pub use files::{copy_in, copy_out};
+pub use network::{network, Allowlist};
 pub use state::{Health, State};
 pub use supervisor::{create, CreateOptions};
 pub use threaded::{

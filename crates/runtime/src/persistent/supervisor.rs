@@ -13,6 +13,7 @@ use agentbox_sys::{fd, msg, signal};
 
 use super::protocol::{decode, encode, InitEvent, InitRequest, Reply, Request, MAX_MESSAGE};
 use super::state::{self, State};
+use crate::net::NetContext;
 use crate::supervise::{launch, Launched, Purpose};
 use crate::{exit_code, RunError};
 
@@ -150,7 +151,11 @@ fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd)
         Ok(p) => p,
         Err(e) => fail_start(&mut ready, &RunError::setup("socketpair", e)),
     };
-    let mut launched = match launch(policy, Purpose::Serve(theirs)) {
+    let net_context = NetContext {
+        sandbox: id.to_string(),
+        dir: Some(state::dir_of(id)),
+    };
+    let mut launched = match launch(policy, Purpose::Serve(theirs), &net_context) {
         Ok(l) => l,
         Err(e) => fail_start(&mut ready, &e),
     };
