@@ -44,6 +44,9 @@ enum Command {
     /// Serve the sandbox tools over MCP on stdin/stdout (Model Context Protocol, for agents),
     /// acting for one local tenant; see docs/api.md.
     Mcp(McpArgs),
+    /// Show or change a persistent sandbox's egress allowlist (network mode allow); changes apply to
+    /// its next connection.
+    Net(sandbox_args::NetArgs),
     /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
     /// still in them) and uid slots.
     Gc,
@@ -161,11 +164,15 @@ fn gc() -> i32 {
             for id in &r.sandboxes {
                 println!("reclaimed sandbox {id}");
             }
+            for link in &r.networks {
+                println!("removed network {link}");
+            }
             println!(
-                "reclaimed {} sandbox(es), {} cgroup(s) and {} uid slot(s)",
+                "reclaimed {} sandbox(es), {} cgroup(s), {} uid slot(s) and {} network(s)",
                 r.sandboxes.len(),
                 r.cgroups.len(),
-                r.slots
+                r.slots,
+                r.networks.len()
             );
             0
         }
@@ -217,6 +224,7 @@ fn main() -> ExitCode {
         Command::Ls => sandbox_args::ls(),
         Command::Rm(args) => sandbox_args::rm(args),
         Command::Cp(args) => sandbox_args::cp(args),
+        Command::Net(args) => sandbox_args::net(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -46,9 +46,24 @@ pub struct PolicyArgs {
     /// Bind a host path read-write into the sandbox (repeatable).
     #[arg(long = "rw", value_name = "HOST:SANDBOX")]
     read_write: Vec<String>,
-    /// Network: none (an empty network namespace with loopback only; the only mode for now).
+    /// Network: none (loopback only; the default), allow:NAME[,NAME...] (only an egress proxy that
+    /// admits these host names; `*.example.com` for subdomains), or open (NAT; private, link-local
+    /// and host addresses still dropped).
     #[arg(long, value_name = "MODE")]
     net: Option<String>,
+    /// A network reachable although private or link-local: IP literals through the proxy (allow
+    /// mode), or a destination the firewall would drop (open mode). Repeatable.
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    allow_cidr: Vec<String>,
+    /// Host names the proxy refuses even when the allowlist matches them (repeatable).
+    #[arg(long = "deny-host", value_name = "NAME")]
+    deny_host: Vec<String>,
+    /// allow mode: append one JSON line per proxy decision to this host file.
+    #[arg(long = "net-audit", value_name = "FILE")]
+    net_audit: Option<String>,
+    /// allow mode: a hosts file (/etc/hosts format) the proxy consults before DNS.
+    #[arg(long = "net-hosts", value_name = "FILE")]
+    net_hosts: Option<String>,
     /// Memory limit of the whole sandbox, without swap (e.g. 512M, 2G; default 1G).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
@@ -110,8 +125,23 @@ pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
     if args.user.is_some() {
         spec.user = args.user;
     }
-    if let Some(mode) = &args.net {
-        spec.network = Some(NetworkSpec { mode: mode.clone() });
+    if args.net.is_some()
+        || !args.allow_cidr.is_empty()
+        || !args.deny_host.is_empty()
+        || args.net_audit.is_some()
+        || args.net_hosts.is_some()
+    {
+        let network = spec.network.get_or_insert_with(|| NetworkSpec {
+            mode: "none".into(),
+            ..Default::default()
+        });
+        if let Some(mode) = &args.net {
+            network.mode.clone_from(mode);
+        }
+        network.cidrs.extend(args.allow_cidr.iter().cloned());
+        network.deny.extend(args.deny_host.iter().cloned());
+        set(&mut network.audit, &args.net_audit);
+        set(&mut network.hosts_file, &args.net_hosts);
     }
     for (flag, list, writable) in [
         ("--ro", &args.read_only, false),

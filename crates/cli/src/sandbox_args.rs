@@ -272,3 +272,41 @@ pub fn create_from_environment() -> i32 {
         Err(e) => fail(e.exit_code(), e),
     }
 }
+
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// The sandbox's id or name.
+    target: String,
+    /// Admit this host name (exact, or `*.example.com` for its subdomains); repeatable.
+    #[arg(long, value_name = "NAME")]
+    allow: Vec<String>,
+    /// Refuse this host name even where an allow rule matches; repeatable.
+    #[arg(long, value_name = "NAME")]
+    deny: Vec<String>,
+    /// Print the lists as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn net(args: NetArgs) -> i32 {
+    match persistent::network(&args.target, &args.allow, &args.deny) {
+        Ok(list) if args.json => {
+            println!("{}", serde_json::to_string(&list).unwrap_or_default());
+            0
+        }
+        Ok(list) => {
+            let show = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(" ")
+                }
+            };
+            println!("allow  {}", show(&list.allow));
+            println!("deny   {}", show(&list.deny));
+            println!("cidrs  {}", show(&list.cidrs));
+            0
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}

@@ -35,7 +35,7 @@ pub use model::{
 pub use openapi::ApiDoc;
 
 use crate::metrics::Metrics;
-use crate::routes::{exec, exec_stream, files, sandboxes, service};
+use crate::routes::{exec, exec_stream, files, network, sandboxes, service};
 
 /// What every handler shares: the configuration, the counters, and one create lock per tenant.
 #[derive(Clone)]
@@ -92,6 +92,10 @@ pub fn router(state: AppState) -> Router {
             get(files::read).put(files::write),
         )
         .route("/v1/sandboxes/{id}/dir", get(files::list))
+        .route(
+            "/v1/sandboxes/{id}/network",
+            get(network::show).post(network::change),
+        )
         .route("/metrics", get(service::metrics))
         .route("/openapi.json", get(service::openapi))
         .route_service("/mcp", mcp::http_service(state.clone()))

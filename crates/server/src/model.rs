@@ -120,3 +120,34 @@ pub struct HealthStatus {
     /// Always `ok` while the server answers.
     pub status: String,
 }
+
+/// `POST /v1/sandboxes/{id}/network`: host names to admit or refuse from now on.
+#[derive(Debug, Default, Clone, Deserialize, ToSchema, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkChange {
+    /// Names to admit: exact (`pypi.org`) or `*.example.com` for its subdomains.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Names to refuse even where an allow rule matches.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// A sandbox's egress lists.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct NetworkLists {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Networks reachable although private (fixed at creation).
+    pub cidrs: Vec<String>,
+}
+
+impl From<agentbox_runtime::persistent::Allowlist> for NetworkLists {
+    fn from(l: agentbox_runtime::persistent::Allowlist) -> NetworkLists {
+        NetworkLists {
+            allow: l.allow,
+            deny: l.deny,
+            cidrs: l.cidrs,
+        }
+    }
+}

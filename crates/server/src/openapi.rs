@@ -6,9 +6,10 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
 use crate::model::{
-    CreateRequest, Created, DirEntry, ExecBody, ExecResult, HealthStatus, Sandbox, SandboxHealth,
+    CreateRequest, Created, DirEntry, ExecBody, ExecResult, HealthStatus, NetworkChange,
+    NetworkLists, Sandbox, SandboxHealth,
 };
-use crate::routes::{exec, exec_stream, files, sandboxes, service};
+use crate::routes::{exec, exec_stream, files, network, sandboxes, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,11 +22,12 @@ use crate::routes::{exec, exec_stream, files, sandboxes, service};
     paths(
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::delete,
         exec::exec, exec_stream::exec_stream, files::write, files::read, files::list,
+        network::show, network::change,
         service::health, service::metrics, service::openapi,
     ),
     components(schemas(
         CreateRequest, Created, Sandbox, SandboxHealth, ExecBody, ExecResult, DirEntry,
-        HealthStatus, ErrorBody, ErrorDetail, ErrorCode,
+        HealthStatus, ErrorBody, ErrorDetail, ErrorCode, NetworkChange, NetworkLists,
     )),
     modifiers(&BearerAuth),
 )]

@@ -95,6 +95,14 @@ pub fn check_policy(spec: &PolicySpec) -> Result<u64, ApiError> {
             "policy.mounts: bind mounts of host paths cannot be made through the API (tmpfs can)",
         ));
     }
+    if let Some(network) = &spec.network {
+        if network.audit.is_some() || network.hosts_file.is_some() {
+            return Err(ApiError::invalid(
+                "policy.network: audit and hosts_file are host paths and cannot be set through the \
+                 API (the audit log of an API sandbox is in its state directory)",
+            ));
+        }
+    }
     if spec.image.as_deref().is_some_and(|i| i != "host") {
         return Err(ApiError::invalid(
             "policy.image: only \"host\" can be used through the API",
@@ -156,6 +164,13 @@ mod tests {
             ..Default::default()
         };
         assert!(check_policy(&image).unwrap_err().message.contains("image"));
+        for field in ["audit", "hosts_file"] {
+            let net: PolicySpec = serde_json::from_str(&format!(
+                r#"{{"network":{{"mode":"allow:a.test","{field}":"/etc/passwd"}}}}"#
+            ))
+            .unwrap();
+            assert!(check_policy(&net).unwrap_err().message.contains(field));
+        }
         let bad = PolicySpec {
             tier: Some("vm9".into()),
             ..Default::default()

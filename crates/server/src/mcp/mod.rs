@@ -20,14 +20,16 @@ use crate::config::{Config, Token};
 use crate::AppState;
 
 pub use tools::{
-    Destroyed, ExecArgs, FileContent, FileListing, FileWriteArgs, FileWritten, PathArgs, SandboxId,
-    SandboxList, MAX_TEXT,
+    Destroyed, ExecArgs, FileContent, FileListing, FileWriteArgs, FileWritten, NetworkArgs,
+    PathArgs, SandboxId, SandboxList, MAX_TEXT,
 };
 
 const INSTRUCTIONS: &str = "agentbox runs commands in isolated Linux sandboxes. Create a \
 sandbox with sandbox_create, run commands in it with sandbox_exec (files persist between \
 commands: /tmp, /root, /workspace), move text files in and out with file_write and file_read, \
-and destroy it with sandbox_destroy when done. A sandbox has no network.";
+and destroy it with sandbox_destroy when done. A sandbox has no network unless its policy \
+asks for one: {\"network\": {\"mode\": \"allow:pypi.org,*.github.com\"}} admits those host \
+names through an HTTP(S) proxy (sandbox_network changes the list later).";
 
 /// The MCP service: the HTTP API's state, and the tenant it acts for when the transport has no
 /// bearer token (stdio).

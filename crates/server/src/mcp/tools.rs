@@ -19,8 +19,10 @@ use super::McpServer;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, RawBody, SandboxPath};
-use crate::model::{CreateRequest, Created, DirEntry, ExecBody, ExecResult, Sandbox};
-use crate::routes::{exec, files, sandboxes};
+use crate::model::{
+    CreateRequest, Created, DirEntry, ExecBody, ExecResult, NetworkChange, NetworkLists, Sandbox,
+};
+use crate::routes::{exec, files, network, sandboxes};
 
 /// Most bytes of text one tool result carries per stream (stdout, stderr, a file's contents):
 /// a model's context is smaller than what the HTTP API returns. Cut text ends with a note.
@@ -62,6 +64,20 @@ fn exec_args(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Exec
 pub struct SandboxId {
     /// The sandbox's id (as returned by sandbox_create) or its name.
     pub id: String,
+}
+
+/// A change to a sandbox's egress allowlist.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkArgs {
+    /// The sandbox's id (as returned by sandbox_create) or its name.
+    pub id: String,
+    /// Host names to admit from now on: exact (`pypi.org`) or `*.example.com` for subdomains.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Host names to refuse from now on.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// A path inside a sandbox.
@@ -195,7 +211,8 @@ impl McpServer {
             the other tools. The sandbox keeps its files between commands and lives until \
             sandbox_destroy (or its ttl_s/idle_s expires). All fields are optional: `policy` \
             (JSON, e.g. {\"limits\": {\"memory\": \"512M\", \"pids\": 256}, \"env\": \
-            {\"K\": \"V\"}}; default 1G of memory, no network), `name` (a unique name usable \
+            {\"K\": \"V\"}, \"network\": {\"mode\": \"allow:pypi.org\"}}; default 1G of memory, \
+            no network), `name` (a unique name usable \
             instead of the id), `ttl_s`, `idle_s` (seconds). Destroy sandboxes you no \
             longer need: they count against a quota."
     )]
@@ -339,6 +356,29 @@ impl McpServer {
         let tenant = self.tenant(&context)?;
         let axum::Json(sandboxes) = sandboxes::list(tenant).await.map_err(failure)?;
         Ok(Json(SandboxList { sandboxes }))
+    }
+
+    #[tool(
+        name = "sandbox_network",
+        description = "Show or change the egress allowlist of a sandbox created with network \
+            mode allow (policy {\"network\": {\"mode\": \"allow:pypi.org\"}}): names in `allow` \
+            are admitted by its proxy from the next connection on, names in `deny` refused. With \
+            neither, returns the lists in force."
+    )]
+    async fn sandbox_network(
+        &self,
+        Parameters(args): Parameters<NetworkArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<NetworkLists>, Failure> {
+        let tenant = self.tenant(&context)?;
+        let change = NetworkChange {
+            allow: args.allow,
+            deny: args.deny,
+        };
+        let axum::Json(lists) = network::change_lists(tenant, args.id, change)
+            .await
+            .map_err(failure)?;
+        Ok(Json(lists))
     }
 
     #[tool(

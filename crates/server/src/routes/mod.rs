@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod exec_stream;
 pub mod files;
+pub mod network;
 pub mod sandboxes;
 pub mod service;
 
