@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages agentbox's tests and benchmarks use, when missing:
 # python3 (the probes run it inside sandboxes), bubblewrap and util-linux (peers in the
-# benchmark), hyperfine (the benchmark driver), iproute2 (network checks).
+# benchmark), hyperfine (the benchmark driver), iproute2 and nftables (network mode open),
+# curl and openssl (the network tests' clients and test certificate).
 set -euo pipefail
 missing=()
-for pkg in python3 bubblewrap hyperfine util-linux iproute2; do
+for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

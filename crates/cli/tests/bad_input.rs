@@ -222,16 +222,6 @@ fn unknown_tier() {
 }
 
 #[test]
-fn network_open_is_not_supported() {
-    let o = refused(&["--net", "open", "--", "true"], INVALID, &["open", "none"]);
-    let line = stderr(&o);
-    assert!(
-        line.contains("only"),
-        "the message should say none is the only mode: {line}"
-    );
-}
-
-#[test]
 fn image_missing() {
     refused(
         &["--image", "/nonexistent", "--", "true"],
@@ -564,4 +554,55 @@ fn workspace_that_is_a_file() {
         "{err}"
     );
     assert_nothing_left(&before);
+}
+
+// ---- network -----------------------------------------------------------------------------------
+
+#[test]
+fn network_bad_values_name_the_value() {
+    for (args, needles) in [
+        (
+            &["--net", "wide-open"][..],
+            &["network.mode", "wide-open"][..],
+        ),
+        (&["--net", "allow:"], &["network.mode", "empty allowlist"]),
+        (
+            &["--net", "allow:bad..name"],
+            &["network.allow", "bad..name"],
+        ),
+        (
+            &["--net", "allow:a.test", "--deny-host", "x*.test"],
+            &["network.deny", "x*.test"],
+        ),
+        (
+            &["--net", "open", "--allow-cidr", "10.0.0.0/33"],
+            &["network.cidrs", "10.0.0.0/33"],
+        ),
+        (
+            &["--net", "open", "--allow-cidr", "nine"],
+            &["network.cidrs", "nine"],
+        ),
+        (
+            &["--net", "open", "--net-audit", "/tmp/a.jsonl"],
+            &["network.audit", "allow"],
+        ),
+        (&["--allow-cidr", "10.0.0.0/8"], &["network.cidrs", "none"]),
+        (
+            &["--net", "allow:a.test", "--net-hosts", "/nonexistent/hosts"],
+            &["network.hosts_file", "/nonexistent/hosts"],
+        ),
+        (
+            &[
+                "--net",
+                "allow:a.test",
+                "--net-audit",
+                "/nonexistent/dir/a.jsonl",
+            ],
+            &["network.audit", "/nonexistent/dir/a.jsonl"],
+        ),
+    ] {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--", "true"]);
+        refused(&full, INVALID, needles);
+    }
 }

@@ -255,6 +255,9 @@ fn tokens_bodies_and_policies_are_checked() {
         json!({"policy": {}, "ttl": 5}),
         json!({"policy": {"workspace": "/etc"}}),
         json!({"policy": {"mounts": [{"type": "bind", "source": "/", "target": "/host"}]}}),
+        json!({"policy": {"network": {"mode": "allow:a.test", "hosts_file": "/etc/hosts"}}}),
+        json!({"policy": {"network": {"mode": "allow:a.test", "audit": "/etc/passwd"}}}),
+        json!({"policy": {"network": {"mode": "allow:"}}}),
     ] {
         let answer = api.json(Method::POST, "/v1/sandboxes", Some(body));
         assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
@@ -369,4 +372,45 @@ fn a_sandbox_whose_supervisor_died_is_failed_and_deletable() {
     let (status, _) = api.send(Method::DELETE, &at(&b, ""), Vec::new());
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!Path::new("/run/agentbox").join(&b).exists());
+}
+
+#[test]
+fn the_allowlist_of_a_sandbox_changes_over_the_api() {
+    let _g = begin();
+    let before = host_state();
+    let server = Server::start();
+    let api = server.client(Some(ALICE));
+    let b = api.create(json!({"policy": {"network": {"mode": "allow:a.test"}}}));
+    let (status, lists) = api.get(&at(&b, "/network"));
+    assert_eq!(status, StatusCode::OK, "{lists}");
+    assert_eq!(lists, json!({"allow": ["a.test"], "deny": [], "cidrs": []}));
+    let change = json!({"allow": ["*.b.test"], "deny": ["a.test"]});
+    let (status, lists) = api.json(Method::POST, &at(&b, "/network"), Some(change));
+    assert_eq!(status, StatusCode::OK, "{lists}");
+    assert_eq!(
+        lists,
+        json!({"allow": ["*.b.test"], "deny": ["a.test"], "cidrs": []})
+    );
+    // The proxy answers the sandbox with the new lists: a.test is refused now (before any DNS).
+    let out = api.run(&b, &["curl", "-s", "http://a.test/"]);
+    assert!(
+        out["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("agentbox proxy: a.test"),
+        "{out}"
+    );
+    let bad = json!({"allow": ["not a name"]});
+    let answer = api.json(Method::POST, &at(&b, "/network"), Some(bad));
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
+    // A sandbox without a proxy has no allowlist to change.
+    let plain = api.create(json!({}));
+    let answer = api.get(&at(&plain, "/network"));
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
+    for id in [&b, &plain] {
+        let (status, _) = api.send(Method::DELETE, &at(id, ""), Vec::new());
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    drop(server);
+    assert_nothing_left(&before);
 }

@@ -39,7 +39,7 @@ async def scenario(read, write):
         tools = await s.list_tools()
         out["tools"] = {t.name: {"description": t.description, "input": t.input_schema,
                                  "output": t.output_schema} for t in tools.tools}
-        created = await s.call_tool("sandbox_create", {"ttl_s": 600})
+        created = await s.call_tool("sandbox_create", {"ttl_s": 600, "policy": {"network": {"mode": "allow:a.test"}}})
         out["create"] = dump(created)
         sid = (created.structured_content or {}).get("id")
         try:
@@ -53,6 +53,8 @@ async def scenario(read, write):
             out["cat"] = dump(await call("sandbox_exec", {"command": ["cat", "/tmp/hello.txt"]}))
             out["relative"] = dump(await call("file_read", {"path": "tmp/hello.txt"}))
             out["list"] = dump(await s.call_tool("sandbox_list", {}))
+            out["net"] = dump(await call("sandbox_network", {"allow": ["*.b.test"], "deny": ["a.test"]}))
+            out["net_bad"] = dump(await call("sandbox_network", {"allow": ["not a name"]}))
         finally:
             if sid:
                 out["destroy"] = dump(await s.call_tool("sandbox_destroy", {"id": sid}))
@@ -158,7 +160,8 @@ fn assert_scenario(report: &Value) {
             "sandbox_create",
             "sandbox_destroy",
             "sandbox_exec",
-            "sandbox_list"
+            "sandbox_list",
+            "sandbox_network"
         ]
     );
     for (name, tool) in tools {
@@ -259,6 +262,15 @@ fn assert_scenario(report: &Value) {
             .starts_with("invalid_request: "),
         "{relative}"
     );
+
+    // The egress allowlist, changed at run time; a malformed name is a tool error.
+    assert_eq!(
+        report["net"]["structured"],
+        serde_json::json!({"allow": ["*.b.test"], "deny": ["a.test"], "cidrs": []}),
+        "{}",
+        report["net"]
+    );
+    assert_eq!(report["net_bad"]["is_error"], true, "{}", report["net_bad"]);
 
     let listed = &report["list"]["structured"]["sandboxes"];
     assert!(

@@ -2,6 +2,8 @@
 //! snapshots of what a run could leave behind on the host (mounts, cgroups, uid slots, temp dirs).
 #![allow(dead_code)]
 
+pub mod testnet;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
