@@ -73,6 +73,7 @@ lines = [
     "",
     "- Persistent sandboxes (exec round trip against nsenter, idle memory): `benchmarks-exec.md`, from `sudo bench/exec.sh`.",
     "- The HTTP API (create → exec → delete, and 50 concurrent clients for 60 s): `benchmarks-http.md`, from `sudo bench/http.sh`.",
+    "- Network modes (start latency of `allow` and `open` over `none`; proxy latency and throughput against a direct connection): `benchmarks-network.md`, from `sudo bench/network.sh`.",
     "",
 ]
 open(out, "w").write("\n".join(lines))
