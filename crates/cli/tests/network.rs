@@ -239,6 +239,26 @@ fn open_mode_reaches_the_test_internet_but_no_private_range() {
     assert_eq!(probe(&open, "tcp", PRIVATE, 80), "TimeoutError");
     assert_eq!(probe(&open, "tcp", LINK_LOCAL, 80), "TimeoutError");
     assert_eq!(probe(&open, "tcp6", "2001:db8::1", 80), "OSError");
+    // The host's reachable resolvers (never contacted by this test).
+    let resolvers: String = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .filter(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| !a.is_loopback())
+        })
+        .map(|a| format!("nameserver {a}\n"))
+        .collect();
+    let script = "cat /etc/resolv.conf 2>/dev/null || echo none";
+    let expected = if resolvers.is_empty() {
+        "none\n"
+    } else {
+        resolvers.as_str()
+    };
+    assert_eq!(sandbox(&open, script), expected);
+    assert_eq!(sandbox(&[], script), "none\n");
     let allowed = ["--net", "open", "--allow-cidr", "10.99.0.0/24"];
     let out = sandbox(&allowed, &format!("curl -sS http://{PRIVATE}/private"));
     assert!(
@@ -343,5 +363,47 @@ fn a_persistent_sandbox_allowlist_changes_at_run_time() {
         .expect("a persistent sandbox audits into its state dir");
     assert_eq!(audit.lines().count(), 4, "{audit}");
     ok(agentbox(&["rm", id]).output().expect("rm"));
+    assert_eq!(net_state(), before, "host network state changed");
+}
+
+#[test]
+fn gc_removes_the_firewall_table_of_a_killed_supervisor() {
+    let _guard = serial();
+    let _forwarding = Forwarding::on();
+    let before = net_state();
+    let id = ok(agentbox(&["create", "--net", "open"])
+        .output()
+        .expect("create"));
+    let id = id.trim();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/agentbox/{id}/state.json")).expect("state"),
+    )
+    .expect("state json");
+    let supervisor = state["supervisor"].as_u64().expect("supervisor");
+    let init = state["init"].as_u64().expect("init");
+    let tables = || {
+        let out = std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .expect("nft");
+        stdout(&out)
+    };
+    assert!(tables().contains("table inet agentbox_"), "{}", tables());
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &supervisor.to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{init}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox outlived its supervisor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The supervisor could not delete its table; gc does.
+    assert!(tables().contains("table inet agentbox_"), "{}", tables());
+    let gc = ok(agentbox(&["gc"]).output().expect("gc"));
+    assert!(gc.contains("removed network abv"), "{gc}");
+    assert!(!tables().contains("table inet agentbox_"), "{}", tables());
     assert_eq!(net_state(), before, "host network state changed");
 }

@@ -25,6 +25,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// the client reads the response instead of a connection reset.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: usize = 256 * 1024;
+/// Relay buffer, each way.
+const RELAY_BUFFER: usize = 64 * 1024;
 
 /// State shared by every connection of one proxy.
 #[derive(Debug)]
@@ -187,7 +189,8 @@ async fn relay(
         Target::Origin => return Ok(()),
     }
     upstream.write_all(rest).await?;
-    tokio::io::copy_bidirectional(client, upstream).await?;
+    // 64 KiB buffers each way (the default 8 KiB costs half the throughput of bulk transfers).
+    tokio::io::copy_bidirectional_with_sizes(client, upstream, RELAY_BUFFER, RELAY_BUFFER).await?;
     Ok(())
 }
 

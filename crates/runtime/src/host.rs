@@ -33,7 +33,10 @@ pub fn layout(image: &Image) -> HostLayout {
         .chain(HOST_ETC_ENTRIES)
         .map(|p| (PathBuf::from(p), entry(Path::new(p))))
         .collect();
-    HostLayout { entries }
+    HostLayout {
+        entries,
+        resolv_conf: None,
+    }
 }
 
 fn entry(path: &Path) -> HostEntry {

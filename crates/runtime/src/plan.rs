@@ -61,6 +61,9 @@ pub enum HostEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostLayout {
     pub entries: Vec<(PathBuf, HostEntry)>,
+    /// `/etc/resolv.conf` for a sandbox with a network of its own (open mode): the host's
+    /// resolvers that the sandbox can reach.
+    pub resolv_conf: Option<String>,
 }
 
 /// Where a bind mount's source comes from.
@@ -174,6 +177,13 @@ pub fn plan(
                 }
             }
             steps.extend(generated_etc(user));
+            if let Some(contents) = &layout.resolv_conf {
+                steps.push(Step::File {
+                    path: "/etc/resolv.conf".into(),
+                    contents: contents.clone(),
+                    mode: 0o644,
+                });
+            }
         }
         Image::Dir(_) => steps.push(Step::RootOverlay {
             lower: Source::Opened(bind_count),

@@ -9,6 +9,7 @@ fn layout() -> HostLayout {
             ("/lib32".into(), HostEntry::Missing),
             ("/etc/ld.so.cache".into(), HostEntry::File),
         ],
+        resolv_conf: None,
     }
 }
 
@@ -199,4 +200,30 @@ fn unprivileged_user_owns_the_workspace_and_gets_a_passwd_entry() {
     });
     assert!(passwd.unwrap().contains(":1000:1000:"));
     assert!(!p.landlock.iter().any(|r| r.path == Path::new("/root")));
+}
+
+#[test]
+fn a_resolv_conf_is_written_only_when_the_layout_has_one() {
+    let none = plan(
+        &policy(PolicySpec::default()),
+        &layout(),
+        &[],
+        Flavour::Namespaces,
+    );
+    let is_resolv =
+        |s: &Step| matches!(s, Step::File { path, .. } if path == Path::new("/etc/resolv.conf"));
+    assert!(!none.steps.iter().any(is_resolv));
+    let mut with = layout();
+    with.resolv_conf = Some("nameserver 192.0.2.53\n".into());
+    let open = plan(
+        &policy(PolicySpec::default()),
+        &with,
+        &[],
+        Flavour::Namespaces,
+    );
+    assert!(open.steps.contains(&Step::File {
+        path: "/etc/resolv.conf".into(),
+        contents: "nameserver 192.0.2.53\n".into(),
+        mode: 0o644,
+    }));
 }

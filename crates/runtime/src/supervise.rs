@@ -92,7 +92,8 @@ pub(crate) fn launch(
         }
         Purpose::Serve(_) => None,
     };
-    let layout = host::layout(&policy.image);
+    let mut layout = host::layout(&policy.image);
+    layout.resolv_conf = net::resolv_conf(policy);
     let opened = host::open_sources(policy)?;
     let mount_plan = plan::plan(policy, &layout, &opened.is_dir, mechanisms.flavour);
     // Probe the cgroup hierarchy before anything exists, so a host without one fails cleanly.

@@ -68,6 +68,15 @@ pub(crate) fn precheck(policy: &Policy) -> Result<(), RunError> {
     }
 }
 
+/// The sandbox's `/etc/resolv.conf` in open mode: the host's resolvers it may reach (none in the
+/// other modes: `allow` resolves in the proxy, `none` has nothing to resolve).
+pub(crate) fn resolv_conf(policy: &Policy) -> Option<String> {
+    match policy.network.mode {
+        NetMode::Open => open::resolv_conf(),
+        NetMode::None | NetMode::Allow => None,
+    }
+}
+
 /// Whether the child must report its network namespace (and for `allow`, its listener).
 pub(crate) fn needs_channel(policy: &Policy) -> bool {
     policy.network.mode != NetMode::None

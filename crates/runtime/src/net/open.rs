@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use agentbox_policy::net::Cidr;
 
@@ -90,8 +90,8 @@ fn find_tool(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs `tool args...` with `input` on stdin; its stderr becomes the error.
-fn run_tool(step: &str, tool: &str, args: &[&str], input: &str) -> Result<(), RunError> {
+/// Starts `tool args...` with `input` on stdin (tools run side by side where they can).
+fn spawn_tool(step: &str, tool: &str, args: &[&str], input: &str) -> Result<Child, RunError> {
     let path = find_tool(tool).ok_or_else(|| RunError::setup(step, format!("{tool} not found")))?;
     let mut child = Command::new(path)
         .args(args)
@@ -105,22 +105,36 @@ fn run_tool(step: &str, tool: &str, args: &[&str], input: &str) -> Result<(), Ru
             .write_all(input.as_bytes())
             .map_err(|e| RunError::setup(step, format!("{tool}: {e}")))?;
     }
+    Ok(child)
+}
+
+/// Waits for a tool started by `spawn_tool`; its stderr becomes the error.
+fn finish_tool(step: &str, child: Child) -> Result<(), RunError> {
     let out = child
         .wait_with_output()
-        .map_err(|e| RunError::setup(step, format!("{tool}: {e}")))?;
+        .map_err(|e| RunError::setup(step, e))?;
     if out.status.success() {
         Ok(())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(RunError::setup(
             step,
-            format!(
-                "{tool}: {}",
-                err.split_whitespace().collect::<Vec<_>>().join(" ")
-            ),
+            err.split_whitespace().collect::<Vec<_>>().join(" "),
         ))
     }
 }
+
+fn run_tool(step: &str, tool: &str, args: &[&str], input: &str) -> Result<(), RunError> {
+    finish_tool(step, spawn_tool(step, tool, args, input)?)
+}
+
+/// Marks a slot whose table exists: a supervisor killed with -9 leaves it behind, and the next
+/// sandbox of the slot must replace that table rather than add to it.
+fn marker(index: u32) -> std::path::PathBuf {
+    std::path::Path::new(MARKERS).join(index.to_string())
+}
+
+const MARKERS: &str = "/run/agentbox/net";
 
 /// The veth and nftables table of one sandbox.
 #[derive(Debug)]
@@ -138,7 +152,8 @@ impl OpenNet {
 
 fn remove_slot(index: u32) -> Result<(), RunError> {
     let ifname = host_interface(index);
-    let table = run_tool(
+    // Deleting a table and a link each wait for the kernel's RCU grace period: side by side.
+    let table = spawn_tool(
         "network: remove firewall table",
         "nft",
         &["-f", "-"],
@@ -148,19 +163,31 @@ fn remove_slot(index: u32) -> Result<(), RunError> {
         ),
     );
     let link = std::path::Path::new("/sys/class/net").join(&ifname);
+    let mut result = Ok(());
     if link.exists() {
         // The kernel deletes the pair by itself once the sandbox's namespace is gone, which may
         // happen between the check and the delete.
         let deleted = run_tool("network: remove veth", "ip", &["link", "del", &ifname], "");
         if link.exists() {
-            deleted?;
+            result = deleted;
         }
     }
-    table
+    crate::timing::mark("network: veth removed");
+    let table = table.and_then(|t| finish_tool("network: remove firewall table", t));
+    crate::timing::mark("network: table removed");
+    if table.is_ok() {
+        let _ = std::fs::remove_file(marker(index));
+    }
+    result.and(table)
 }
 
 /// The ruleset of slot `index` (pure, so that tests can read it).
-pub(crate) fn ruleset(index: u32, cidrs: &[Cidr], nameservers: &[Ipv4Addr]) -> String {
+pub(crate) fn ruleset(
+    index: u32,
+    cidrs: &[Cidr],
+    nameservers: &[Ipv4Addr],
+    replace: bool,
+) -> String {
     let ifname = host_interface(index);
     let addrs = OpenAddresses::of_slot(index);
     let allowed: Vec<String> = cidrs
@@ -199,8 +226,17 @@ pub(crate) fn ruleset(index: u32, cidrs: &[Cidr], nameservers: &[Ipv4Addr]) -> S
             .map(|r| format!("    {r}\n"))
             .collect::<String>()
     };
+    // Replacing (a table left behind) costs a grace period; a fresh slot needs none.
+    let replace = if replace {
+        format!(
+            "add table inet {t}\ndelete table inet {t}\n",
+            t = table(index)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "add table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n\
+        "{replace}table inet {t} {{\n\
          chain input {{\n    type filter hook input priority -10; policy accept;\n\
          {input}  }}\n\
          chain forward {{\n    type filter hook forward priority -10; policy accept;\n\
@@ -229,11 +265,32 @@ fn nameservers() -> Vec<Ipv4Addr> {
         .collect()
 }
 
+pub(super) fn resolv_conf() -> Option<String> {
+    let servers = nameservers();
+    (!servers.is_empty()).then(|| {
+        servers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .collect()
+    })
+}
+
 pub(super) fn attach(index: u32, child: i32, cidrs: &[Cidr]) -> Result<OpenNet, RunError> {
     let ifname = host_interface(index);
     let addrs = OpenAddresses::of_slot(index);
-    // A supervisor killed with -9 may have left this slot's veth and table: start clean.
-    let _ = remove_slot(index);
+    // A supervisor killed with -9 leaves its table (and its veth, until the kernel has destroyed
+    // the namespace): replace the table, delete the veth.
+    let link = std::path::Path::new("/sys/class/net").join(&ifname);
+    if link.exists() {
+        let deleted = run_tool("network: stale veth", "ip", &["link", "del", &ifname], "");
+        if link.exists() {
+            deleted?;
+        }
+    }
+    let replace = marker(index).exists();
+    std::fs::create_dir_all(MARKERS)
+        .and_then(|()| std::fs::write(marker(index), b""))
+        .map_err(|e| RunError::setup(format!("network: {MARKERS}"), e))?;
     let net = OpenNet { index };
     let host_side = format!(
         "link add {ifname} type veth peer name eth0 netns {child}\n\
@@ -247,20 +304,19 @@ pub(super) fn attach(index: u32, child: i32, cidrs: &[Cidr]) -> Result<OpenNet, 
         gw = addrs.gateway,
     );
     let netns = format!("--net=/proc/{child}/ns/net");
-    let steps = run_tool(
-        "network: firewall",
-        "nft",
-        &["-f", "-"],
-        &ruleset(index, cidrs, &nameservers()),
-    )
-    .and_then(|()| run_tool("network: veth", "ip", &["-batch", "-"], &host_side))
-    .and_then(|()| {
-        run_tool(
-            "network: sandbox side",
-            "nsenter",
-            &[&netns, "ip", "-batch", "-"],
-            &sandbox_side,
-        )
+    // The firewall loads while the link is made; nothing runs in the sandbox before both are done.
+    let rules = ruleset(index, cidrs, &nameservers(), replace);
+    let steps = spawn_tool("network: firewall", "nft", &["-f", "-"], &rules).and_then(|nft| {
+        let link = run_tool("network: veth", "ip", &["-batch", "-"], &host_side).and_then(|()| {
+            run_tool(
+                "network: sandbox side",
+                "nsenter",
+                &[&netns, "ip", "-batch", "-"],
+                &sandbox_side,
+            )
+        });
+        let firewall = finish_tool("network: firewall", nft);
+        link.and(firewall)
     });
     match steps {
         Ok(()) => Ok(net),
@@ -296,6 +352,13 @@ pub fn collect_orphans(held: &dyn Fn(u32) -> bool) -> Vec<String> {
                 .and_then(|n| n.parse::<u32>().ok())
         }));
     }
+    if let Ok(entries) = std::fs::read_dir(MARKERS) {
+        slots.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())),
+        );
+    }
     slots.sort_unstable();
     slots.dedup();
     for index in slots.into_iter().filter(|i| !held(*i)) {
@@ -323,7 +386,7 @@ mod tests {
     #[test]
     fn allowed_cidrs_and_dns_come_before_the_private_drop() {
         let cidr: Cidr = "10.99.0.0/24".parse().unwrap_or_else(|e| panic!("{e}"));
-        let rules = ruleset(7, &[cidr], &[Ipv4Addr::new(10, 255, 255, 53)]);
+        let rules = ruleset(7, &[cidr], &[Ipv4Addr::new(10, 255, 255, 53)], true);
         let pos = |needle: &str| {
             rules
                 .find(needle)
@@ -335,5 +398,8 @@ mod tests {
         assert!(rules.contains("ip saddr != 10.201.0.30 drop"));
         assert!(rules.contains("ip saddr 10.201.0.30 oifname != \"abv7\" masquerade"));
         assert!(rules.starts_with("add table inet agentbox_7\ndelete table inet agentbox_7\n"));
+        let fresh = ruleset(7, &[], &[], false);
+        assert!(fresh.starts_with("table inet agentbox_7 {"), "{fresh}");
+        assert!(!fresh.contains("delete table"), "{fresh}");
     }
 }
