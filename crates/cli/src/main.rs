@@ -61,6 +61,13 @@ enum Command {
     /// `agentbox_runtime::persistent::create_with_helper`.
     #[command(name = "__create", hide = true)]
     CreateHelper,
+    /// The escape probes of `agentbox eval`, run inside a sandbox: `__probe [--context JSON]
+    /// [--only ID,ID] [--list]`; one JSON line per probe.
+    #[command(name = "__probe", hide = true, disable_help_flag = true)]
+    Probe {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +223,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_args::run(*args),
         Command::Sandbox(args) => sandbox_helper(args),
         Command::CreateHelper => sandbox_args::create_from_environment(),
+        Command::Probe { args } => agentbox_probe::main(&args),
         Command::Gc => gc(),
         Command::Serve(args) => serve(args),
         Command::Mcp(args) => mcp(args),

@@ -2,6 +2,10 @@
 //! sound in a `// SAFETY:` comment. Everything here is a thin, typed wrapper: policy decisions live in
 //! `agentbox-runtime`, never here.
 
+/// Raw attempts for the escape probes of `agentbox eval` (filesystem, processes, devices).
+pub mod attempt_fs;
+/// Raw attempts for the escape probes of `agentbox eval` (kernel interfaces, syscalls).
+pub mod attempt_kernel;
 pub mod caps;
 pub mod creds;
 mod error;

@@ -1,0 +1,25 @@
+//! The probes. Each is a plain function from the context to an outcome, run in a child of its own.
+
+mod fs;
+mod kernel;
+
+use crate::{Context, Outcome};
+
+/// One technique.
+pub struct Probe {
+    pub id: &'static str,
+    pub title: &'static str,
+    /// "filesystem", "processes", "devices", "kernel", "syscalls", "privilege", "leaks",
+    /// "network", "resources".
+    pub category: &'static str,
+    /// Seconds the probe may take before it is killed (and judged inconclusive).
+    pub timeout_s: u32,
+    pub run: fn(&Context) -> Outcome,
+}
+
+/// Every probe, in report order.
+pub fn all() -> Vec<Probe> {
+    let mut probes = fs::probes();
+    probes.extend(kernel::probes());
+    probes
+}
