@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Context {
     /// The sentinel's pid as the harness sees it. A probe may signal or trace it only after
     /// checking that `/proc/<pid>/cmdline` contains `sentinel_marker` (in a pid namespace the
