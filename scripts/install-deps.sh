@@ -2,10 +2,11 @@
 # Installs the Debian packages agentbox's tests and benchmarks use, when missing:
 # python3 (the probes run it inside sandboxes), bubblewrap and util-linux (peers in the
 # benchmark), hyperfine (the benchmark driver), iproute2 and nftables (network mode open),
-# curl and openssl (the network tests' clients and test certificate).
+# curl and openssl (the network tests' clients and test certificate), chromium (headless, renders
+# the `agentbox eval` HTML report in crates/eval/tests/html_render.rs).
 set -euo pipefail
 missing=()
-for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl; do
+for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

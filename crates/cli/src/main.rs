@@ -2,6 +2,7 @@
 //! and hands it to the runtime. This process is single-threaded: it is the freshly exec'd process
 //! that sets up the sandbox (the runtime refuses to fork from a threaded process).
 
+mod eval_args;
 mod run_args;
 mod sandbox_args;
 
@@ -47,6 +48,12 @@ enum Command {
     /// Show or change a persistent sandbox's egress allowlist (network mode allow); changes apply to
     /// its next connection.
     Net(sandbox_args::NetArgs),
+    /// Attack every tier (and the peer tools installed here) with escape probes, checked from the
+    /// host side, and measure their overhead: a table, and optionally JSON and an HTML page with
+    /// the security-versus-overhead spectrum. See docs/eval.md.
+    Eval(eval_args::EvalArgs),
+    /// What this host can do: kernel features, tiers, runtimes, with a fix for each missing piece.
+    Doctor(eval_args::DoctorArgs),
     /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
     /// still in them) and uid slots.
     Gc,
@@ -68,6 +75,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// One row of `agentbox eval`, run as pid 1 of a throwaway pid and mount namespace: a cell spec
+    /// (JSON) on stdin, the result on stdout.
+    #[command(name = "__eval-cell", hide = true)]
+    EvalCell,
+    /// The sentinel process of `agentbox eval`: sleeps until killed; MARKER identifies it.
+    #[command(name = "__sentinel", hide = true)]
+    Sentinel { marker: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,6 +238,10 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => sandbox_helper(args),
         Command::CreateHelper => sandbox_args::create_from_environment(),
         Command::Probe { args } => agentbox_probe::main(&args),
+        Command::EvalCell => agentbox_eval::harness::cell::cell_main(),
+        Command::Sentinel { .. } => agentbox_eval::harness::cell::sentinel_main(),
+        Command::Eval(args) => eval_args::eval(args),
+        Command::Doctor(args) => eval_args::doctor(args),
         Command::Gc => gc(),
         Command::Serve(args) => serve(args),
         Command::Mcp(args) => mcp(args),

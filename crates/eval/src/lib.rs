@@ -2,4 +2,7 @@
 //! and the peer tools installed on this host, with host-side verdicts, rendered as a terminal table,
 //! JSON and a self-contained HTML page; and a report of what this host can do.
 
+pub mod doctor;
+pub mod harness;
 pub mod model;
+pub mod report;

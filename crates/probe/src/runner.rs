@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
 
 use agentbox_sys::process::{self, Exit, Fork};
 use agentbox_sys::{fd, msg, signal};
@@ -10,8 +11,13 @@ use agentbox_sys::{fd, msg, signal};
 use crate::probes::{all, Probe};
 use crate::{Context, Outcome, Verdict};
 
+/// The descriptors above stderr this program inherited (fd, link target), listed at the start of
+/// [`main`] before the runner opens any of its own.
+pub(crate) static INHERITED_FDS: OnceLock<Vec<(i32, String)>> = OnceLock::new();
+
 /// Entry point; returns the exit code (0 when every probe ran, whatever it found).
 pub fn main(args: &[String]) -> i32 {
+    let _ = INHERITED_FDS.set(crate::probes::fs_fds::open_fds());
     let mut context = Context::default();
     let mut only: Option<Vec<String>> = None;
     let mut list = false;
@@ -61,26 +67,30 @@ pub fn main(args: &[String]) -> i32 {
 
 /// Runs `probe` in a child of its own; the child's outcome, or why there is none.
 fn run_one(probe: &Probe, context: &Context) -> Outcome {
-    let failed = |why: String| {
-        Outcome::new(probe.id, Verdict::Inconclusive, "run the probe").observed(why)
-    };
+    let failed =
+        |why: String| Outcome::new(probe.id, Verdict::Inconclusive, "run the probe").observed(why);
     let (read, write) = match fd::pipe() {
         Ok(p) => p,
         Err(e) => return failed(format!("pipe: {e}")),
     };
-    let child = match process::fork_with_namespaces(0) {
+    let child = match process::fork_single_threaded_program() {
         Err(e) => return failed(format!("fork: {e}")),
         Ok(Fork::Child) => {
             drop(read);
             let outcome = (probe.run)(context);
             let mut w = std::fs::File::from(write);
-            let _ = w.write_all(serde_json::to_string(&outcome).unwrap_or_default().as_bytes());
+            let _ = w.write_all(
+                serde_json::to_string(&outcome)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
             process::exit_now(0)
         }
         Ok(Fork::Parent(pid)) => pid,
     };
     drop(write);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(probe.timeout_s.into());
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(probe.timeout_s.into());
     let mut reader = std::fs::File::from(read);
     let mut text = Vec::new();
     let mut timed_out = false;

@@ -195,8 +195,16 @@ fn restrict(full: &Path, shown: &Path, flags: mount::Flags) -> Result<(), Failur
     }
 }
 
+/// Inodes of a scratch tmpfs: one per 4 KiB of its size. Without a cap a tmpfs allows as many
+/// inodes as half the host's RAM pages, so an inode flood (found by `agentbox eval`'s
+/// `inode_fill`) would not be contained by `--disk`.
+pub(crate) fn tmpfs_inodes(size: u64) -> u64 {
+    (size / 4096).max(1024)
+}
+
 fn tmpfs(at: &Path, size: u64, mode: u32, owner: u32) -> Result<(), Failure> {
-    let data = format!("size={size},mode={mode:o},uid={owner},gid={owner}");
+    let inodes = tmpfs_inodes(size);
+    let data = format!("size={size},nr_inodes={inodes},mode={mode:o},uid={owner},gid={owner}");
     mount::mount(Path::new("tmpfs"), at, "tmpfs", MS_NOSUID | MS_NODEV, &data)
         .map_err(|e| Failure::setup(format!("mount tmpfs on {}", at.display()), e))
 }

@@ -11,6 +11,7 @@ pub mod creds;
 mod error;
 pub mod exec;
 pub mod fd;
+pub mod host_probe;
 pub mod landlock;
 pub mod mount;
 pub mod msg;

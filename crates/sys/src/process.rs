@@ -43,7 +43,21 @@ fn thread_count() -> Result<usize, SysError> {
 /// Forks, optionally into new namespaces (`flags` from [`ns`]). Refuses to run in a multi-threaded
 /// process: the child of a threaded fork may inherit locks held by threads that do not exist in it.
 pub fn fork_with_namespaces(flags: u64) -> Result<Fork, SysError> {
-    let threads = thread_count()?;
+    fork_checked(flags, thread_count()?)
+}
+
+/// A plain fork for a program that starts no thread before it forks (the escape probes), which may
+/// run where /proc is absent (a bare chroot): refuses when /proc shows other threads, and trusts the
+/// program's structure when there is no /proc to ask.
+pub fn fork_single_threaded_program() -> Result<Fork, SysError> {
+    match thread_count() {
+        Ok(threads) => fork_checked(0, threads),
+        Err(e) if e.errno() == libc::ENOENT => fork_checked(0, 1),
+        Err(e) => Err(e),
+    }
+}
+
+fn fork_checked(flags: u64, threads: usize) -> Result<Fork, SysError> {
     if threads != 1 {
         return Err(SysError::new(
             "fork",
@@ -52,8 +66,8 @@ pub fn fork_with_namespaces(flags: u64) -> Result<Fork, SysError> {
         ));
     }
     // SAFETY: the raw clone syscall with no new stack (0) behaves like fork: the child continues on
-    // a copy of this address space. The process is single-threaded (checked above), so no other
-    // thread can hold a lock (allocator, stdio) that the child would inherit in a locked state.
+    // a copy of this address space. The process is single-threaded (checked by the callers), so no
+    // other thread can hold a lock (allocator, stdio) that the child would inherit in a locked state.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,

@@ -1,7 +1,19 @@
 //! The probes. Each is a plain function from the context to an outcome, run in a child of its own.
 
+pub(crate) mod errno;
 mod fs;
+mod fs_chroot;
+mod fs_devices;
+pub(crate) mod fs_fds;
+mod fs_leaks;
+mod fs_procs;
+mod fs_resources;
 mod kernel;
+mod kernel_env;
+mod kernel_files;
+mod kernel_mounts;
+mod kernel_privilege;
+mod kernel_syscalls;
 
 use crate::{Context, Outcome};
 

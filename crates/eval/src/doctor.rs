@@ -1,0 +1,289 @@
+//! `agentbox doctor`: what this host can do for agentbox. It reads kernel settings, mounts and
+//! binaries, asks the kernel a few read-only questions (`agentbox_sys::host_probe`), runs each peer
+//! runtime's `--version`, and says which tiers can run here and how to fix what is missing.
+//!
+//! It never changes the host: no sysctl is written, nothing is mounted, no cgroup is created and no
+//! guest is booted. What cannot be known without doing so is reported as unknown, not claimed.
+
+#[path = "doctor_cgroup.rs"]
+mod cgroup;
+#[path = "doctor_kernel.rs"]
+mod kernel;
+#[path = "doctor_runtimes.rs"]
+mod runtimes;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// How a host feature stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Usable, but weaker or narrower than it could be (or only needed by an optional mode).
+    Warn,
+    Missing,
+}
+
+/// One kernel feature or host setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    /// A concrete command or step, whenever `status` is not `Ok`.
+    pub fix: Option<String>,
+}
+
+/// Whether one isolation tier can run here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStatus {
+    pub tier: String,
+    pub available: bool,
+    pub reason: String,
+    pub fix: Option<String>,
+}
+
+/// A peer runtime or tool found (or not) on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    /// What it is called (`bubblewrap`, `gVisor`).
+    pub name: String,
+    /// The command looked up (`bwrap`, `runsc`).
+    pub binary: String,
+    /// Where it was found, in `PATH` or an sbin directory.
+    pub path: Option<String>,
+    /// From the first line of `--version`.
+    pub version: Option<String>,
+    /// Found, and (docker) its daemon answers.
+    pub available: bool,
+    /// What was observed, e.g. whether the docker daemon answers.
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+/// Everything `agentbox doctor` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Doctor {
+    pub checks: Vec<Check>,
+    pub tiers: Vec<TierStatus>,
+    pub runtimes: Vec<Runtime>,
+    /// The strongest tier that can run here (`ns` > `chroot`).
+    pub strongest: Option<String>,
+}
+
+/// The checks the `ns` tier cannot run without (a `Warn` is enough; a `Missing` is not).
+const NS_NEEDS: [&str; 7] = [
+    "user namespaces",
+    "seccomp",
+    "landlock",
+    "cgroups",
+    "overlayfs",
+    "idmapped mounts",
+    "pidfd",
+];
+
+/// Tiers that exist in the design but not in this build, with the runtimes they would drive.
+const UNBUILT_TIERS: [(&str, &[&str]); 6] = [
+    ("oci", &["runc", "crun"]),
+    ("gvisor", &["runsc"]),
+    ("docker", &["docker"]),
+    ("nspawn", &["systemd-nspawn"]),
+    ("microvm", &["qemu-system-x86_64"]),
+    ("wasm", &["wasmtime"]),
+];
+
+/// Reads the host and reports what it can do. Read-only; takes a few hundred milliseconds (each
+/// `--version` is given at most two seconds).
+pub fn examine() -> Doctor {
+    let probes = kernel::SyscallProbes::run();
+    let checks = kernel::checks(Path::new("/"), &probes);
+    let runtimes = runtimes::examine();
+    assemble(checks, runtimes)
+}
+
+/// Derives the tiers and the strongest one from the checks and runtimes.
+fn assemble(checks: Vec<Check>, runtimes: Vec<Runtime>) -> Doctor {
+    let mut tiers = vec![ns_tier(&checks), chroot_tier()];
+    for (tier, binaries) in UNBUILT_TIERS {
+        tiers.push(unbuilt_tier(tier, binaries, &runtimes, &checks));
+    }
+    let strongest = ["ns", "chroot"]
+        .into_iter()
+        .find(|name| tiers.iter().any(|t| t.tier == *name && t.available))
+        .map(str::to_string);
+    Doctor {
+        checks,
+        tiers,
+        runtimes,
+        strongest,
+    }
+}
+
+fn ns_tier(checks: &[Check]) -> TierStatus {
+    let needed: Vec<&Check> = NS_NEEDS
+        .iter()
+        .filter_map(|name| checks.iter().find(|c| c.name == *name))
+        .collect();
+    let missing: Vec<&Check> = needed
+        .iter()
+        .copied()
+        .filter(|c| c.status == Status::Missing)
+        .collect();
+    let unknown: Vec<&str> = NS_NEEDS
+        .iter()
+        .copied()
+        .filter(|name| !checks.iter().any(|c| c.name == *name))
+        .collect();
+    if missing.is_empty() && unknown.is_empty() {
+        return TierStatus {
+            tier: "ns".into(),
+            available: true,
+            reason: format!("has everything it needs: {}", NS_NEEDS.join(", ")),
+            fix: None,
+        };
+    }
+    let mut lacks: Vec<String> = missing.iter().map(|c| c.name.clone()).collect();
+    lacks.extend(unknown.iter().map(|n| format!("{n} (not checked)")));
+    let fixes: Vec<String> = missing.iter().filter_map(|c| c.fix.clone()).collect();
+    TierStatus {
+        tier: "ns".into(),
+        available: false,
+        reason: format!("lacks {}", lacks.join(", ")),
+        fix: (!fixes.is_empty()).then(|| fixes.join("; ")),
+    }
+}
+
+fn chroot_tier() -> TierStatus {
+    TierStatus {
+        tier: "chroot".into(),
+        available: true,
+        reason: "always available (chroot, a mount namespace and dropped privileges); not a \
+                 security boundary"
+            .into(),
+        fix: None,
+    }
+}
+
+fn unbuilt_tier(
+    tier: &str,
+    binaries: &[&str],
+    runtimes: &[Runtime],
+    checks: &[Check],
+) -> TierStatus {
+    let on_host: Vec<String> = binaries
+        .iter()
+        .map(|b| match runtimes.iter().find(|r| r.binary == *b) {
+            Some(Runtime {
+                path: Some(_),
+                version,
+                detail,
+                ..
+            }) => {
+                let version = version
+                    .as_deref()
+                    .map_or(String::new(), |v| format!(" {v}"));
+                if detail.is_empty() {
+                    format!("{b}{version} present")
+                } else {
+                    format!("{b}{version} present ({detail})")
+                }
+            }
+            _ => format!("{b} not found"),
+        })
+        .collect();
+    let mut reason = format!("not built in this version; host: {}", on_host.join(", "));
+    if tier == "microvm" {
+        if let Some(kvm) = checks.iter().find(|c| c.name == "kvm") {
+            let kvm_state = if kvm.status == Status::Missing {
+                "no /dev/kvm"
+            } else {
+                "/dev/kvm present"
+            };
+            let _ = write!(reason, ", {kvm_state}");
+        }
+    }
+    TierStatus {
+        tier: tier.into(),
+        available: false,
+        reason,
+        fix: None,
+    }
+}
+
+/// The terminal rendering: sections "Kernel features", "Tiers", "Runtimes", one line per item
+/// (`✓`, `!` or `✗`, the name, the detail and any fix), then the strongest tier.
+pub fn render_text(d: &Doctor) -> String {
+    let mut out = String::new();
+    let checks: Vec<(char, &str, String)> = d
+        .checks
+        .iter()
+        .map(|c| {
+            let mark = match c.status {
+                Status::Ok => '✓',
+                Status::Warn => '!',
+                Status::Missing => '✗',
+            };
+            (mark, c.name.as_str(), with_fix(&c.detail, c.fix.as_deref()))
+        })
+        .collect();
+    section(&mut out, "Kernel features", &checks);
+    let tiers: Vec<(char, &str, String)> = d
+        .tiers
+        .iter()
+        .map(|t| {
+            let mark = if t.available { '✓' } else { '✗' };
+            (mark, t.tier.as_str(), with_fix(&t.reason, t.fix.as_deref()))
+        })
+        .collect();
+    section(&mut out, "Tiers", &tiers);
+    let runtimes: Vec<(char, &str, String)> = d
+        .runtimes
+        .iter()
+        .map(|r| {
+            let (mark, detail) = match &r.path {
+                None => ('✗', "not found".to_string()),
+                Some(path) => {
+                    let mut detail = path.clone();
+                    if let Some(v) = &r.version {
+                        let _ = write!(detail, " {v}");
+                    }
+                    if !r.detail.is_empty() {
+                        let _ = write!(detail, "; {}", r.detail);
+                    }
+                    (if r.available { '✓' } else { '!' }, detail)
+                }
+            };
+            (mark, r.name.as_str(), with_fix(&detail, r.fix.as_deref()))
+        })
+        .collect();
+    section(&mut out, "Runtimes", &runtimes);
+    let _ = writeln!(
+        out,
+        "Strongest tier here: {}",
+        d.strongest.as_deref().unwrap_or("none")
+    );
+    out
+}
+
+fn with_fix(detail: &str, fix: Option<&str>) -> String {
+    match fix {
+        Some(fix) => format!("{detail} (fix: {fix})"),
+        None => detail.to_string(),
+    }
+}
+
+fn section(out: &mut String, title: &str, lines: &[(char, &str, String)]) {
+    let width = lines.iter().map(|(_, n, _)| n.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "{title}");
+    for (mark, name, detail) in lines {
+        let _ = writeln!(out, "  {mark} {name:<width$}  {detail}");
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+#[path = "doctor_tests.rs"]
+mod tests;

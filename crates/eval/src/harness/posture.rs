@@ -1,0 +1,163 @@
+//! The sandboxed process as the host sees it: capabilities, no_new_privs, seccomp mode, host uid,
+//! namespaces shared with the cell (which stands for the host), open descriptors, cgroups.
+
+use std::collections::HashMap;
+
+use crate::model::Posture;
+
+const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+
+/// The value of `key:` in a /proc/<pid>/status text.
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// Parent pid from a /proc/<pid>/stat text (the field after the parenthesised command).
+pub fn parent_from_stat(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pid` is the probe program itself (`<binary> __probe ...`), not a wrapper that has
+/// `__probe` among its arguments (`agentbox run ... -- /opt/agentbox-probe __probe`).
+fn is_probe(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).nth(1) == Some(b"__probe"))
+        .unwrap_or(false)
+}
+
+/// The probe program's main process among the descendants of `root`: a `__probe` process whose
+/// parent is not one (the probe forks a child per probe).
+pub fn find_probe(root: u32) -> Option<u32> {
+    let parents: HashMap<u32, u32> = pids()
+        .into_iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            Some((p, parent_from_stat(&stat)?))
+        })
+        .collect();
+    let descends = |mut p: u32| {
+        for _ in 0..64 {
+            if p == root {
+                return true;
+            }
+            match parents.get(&p) {
+                Some(&parent) if parent != 0 => p = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    parents
+        .iter()
+        .filter(|(p, parent)| descends(**p) && is_probe(**p) && !is_probe(**parent))
+        .map(|(p, _)| *p)
+        .min()
+}
+
+/// The tracer pid of `pid` (0 when untraced), if it still exists.
+pub fn tracer_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&status, "TracerPid")?.parse().ok()
+}
+
+/// Reads the posture of `pid`; None if it vanished meanwhile.
+pub fn read(pid: u32) -> Option<Posture> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| status_field(&status, k).unwrap_or("").to_string();
+    let (mut own, mut shared) = (Vec::new(), Vec::new());
+    for ns in NAMESPACES {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+        match (theirs, ours) {
+            (Some(t), Some(o)) if t == o => shared.push(ns.to_string()),
+            (Some(_), Some(_)) => own.push(ns.to_string()),
+            _ => {}
+        }
+    }
+    let extra_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            let mut fds: Vec<(u32, String)> = d
+                .flatten()
+                .filter_map(|e| {
+                    let n: u32 = e.file_name().to_str()?.parse().ok()?;
+                    (n > 2).then(|| {
+                        let target = std::fs::read_link(e.path())
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default();
+                        (n, target)
+                    })
+                })
+                .collect();
+            fds.sort();
+            fds.into_iter()
+                .map(|(n, t)| format!("{n} -> {t}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let posture = Posture {
+        cap_eff: field("CapEff"),
+        cap_prm: field("CapPrm"),
+        cap_bnd: field("CapBnd"),
+        no_new_privs: field("NoNewPrivs") == "1",
+        seccomp: field("Seccomp").parse().unwrap_or(0),
+        host_uid: field("Uid")
+            .split_whitespace()
+            .nth(1)
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(u32::MAX),
+        shared_namespaces: shared,
+        own_namespaces: own,
+        extra_fds,
+        cgroup,
+        threads: field("Threads").parse().unwrap_or(0),
+    };
+    // A process caught between fork and exec has no status worth keeping.
+    (!posture.cap_eff.is_empty()).then_some(posture)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_and_parents_parse() {
+        let status = "Name:\tx\nUid:\t0\t268435456\t0\t0\nCapEff:\t0000000000000000\nSeccomp:\t2\n";
+        assert_eq!(status_field(status, "CapEff"), Some("0000000000000000"));
+        assert_eq!(status_field(status, "Seccomp"), Some("2"));
+        assert_eq!(status_field(status, "Cap"), None);
+        assert_eq!(parent_from_stat("42 (a b) c) S 17 42 42"), Some(17));
+        assert_eq!(parent_from_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_reads_as_sharing_every_namespace() {
+        let me = read(std::process::id()).unwrap_or_else(|| panic!("own posture"));
+        assert!(me.own_namespaces.is_empty(), "{me:?}");
+        assert!(me.shared_namespaces.contains(&"pid".to_string()), "{me:?}");
+        assert!(me.threads >= 1);
+    }
+}

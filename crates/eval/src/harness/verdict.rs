@@ -1,0 +1,242 @@
+//! From what the probes said and what the host saw to one verdict per probe. The host's evidence
+//! wins: a probe that says "blocked" while the canary changed has escaped; one that says "escaped"
+//! while the host saw nothing is inconclusive. Pure.
+
+use agentbox_probe::{Outcome, Verdict as ProbeVerdict};
+
+use super::rows::RowId;
+use crate::model::{ProbeInfo, ProbeResult, Verdict};
+
+/// What the host saw around one row's run.
+#[derive(Debug, Clone, Default)]
+pub struct HostEvidence {
+    /// The planted secret (any output containing it was read through an escape).
+    pub secret: String,
+    pub canary_intact: bool,
+    pub sentinel_alive: bool,
+    pub sentinel_traced: bool,
+    pub listener_connections: u32,
+    /// Watched host files or mounts that changed (already restored).
+    pub changes: Vec<String>,
+}
+
+fn convert(v: ProbeVerdict) -> Verdict {
+    match v {
+        ProbeVerdict::Blocked => Verdict::Blocked,
+        ProbeVerdict::Escaped => Verdict::Escaped,
+        ProbeVerdict::NotApplicable => Verdict::NotApplicable,
+        ProbeVerdict::Inconclusive => Verdict::Inconclusive,
+    }
+}
+
+/// The host-side check of a probe, if it has one: (what was checked, whether it shows an escape).
+fn host_check(
+    probe: &str,
+    outcome: Option<&Outcome>,
+    host: &HostEvidence,
+) -> Option<(String, bool)> {
+    let leaked = outcome.is_some_and(|o| {
+        !host.secret.is_empty()
+            && (o.observation.contains(&host.secret)
+                || o.evidence
+                    .as_deref()
+                    .is_some_and(|e| e.contains(&host.secret)))
+    });
+    let changed = |needle: &str| host.changes.iter().any(|c| c.contains(needle));
+    match probe {
+        "chroot_double" | "chroot_fchdir" | "host_files" => {
+            Some(("the planted secret in the probe's output".into(), leaked))
+        }
+        "canary_write" => Some(("the canary file unchanged".into(), !host.canary_intact)),
+        "kill_sentinel" => Some(("the sentinel alive".into(), !host.sentinel_alive)),
+        "ptrace_sentinel" if host.sentinel_traced => Some(("the sentinel untraced".into(), true)),
+        "core_pattern" => Some(("core_pattern unchanged".into(), changed("core_pattern"))),
+        "uevent_helper" => Some(("uevent_helper unchanged".into(), changed("uevent_helper"))),
+        "release_agent" => Some((
+            "every cgroup v1 release_agent unchanged".into(),
+            changed("release_agent"),
+        )),
+        "net_loopback" => Some((
+            "no connection to the host listener".into(),
+            host.listener_connections > 0,
+        )),
+        "mount_proc" | "mount_sysfs" | "mount_cgroup" | "mount_blockdev" => {
+            Some(("no new mount on the host".into(), changed("new host mount")))
+        }
+        _ => None,
+    }
+}
+
+/// The layer that most likely stopped a blocked probe on `row`, from the row's mechanisms and the
+/// errno.
+pub fn layer(row: RowId, probe: &str, errno: Option<&str>, observation: &str) -> Option<String> {
+    let has_seccomp = matches!(row, RowId::Ns | RowId::PeerBwrap);
+    let l = |s: &str| Some(s.to_string());
+    if observation.contains("not visible") {
+        return l("pid namespace");
+    }
+    if errno == Some("EIO") && probe == "tiocsti" {
+        return l("host sysctl");
+    }
+    match probe {
+        "fork_bomb" | "memory_hog" | "disk_fill" | "inode_fill" | "cpu_hog" => match row {
+            RowId::Ns => l("cgroup"),
+            RowId::Chroot => l("rlimit"),
+            _ => None,
+        },
+        "net_loopback" | "raw_socket" | "packet_socket" if errno != Some("EPERM") => {
+            l("network namespace")
+        }
+        "leak_hostname" => l("uts namespace"),
+        "host_files" | "chroot_double" | "chroot_fchdir" | "leak_mounts" => match row {
+            RowId::Chroot | RowId::PeerChroot => l("chroot"),
+            _ => l("mount namespace"),
+        },
+        _ => match errno {
+            Some("ENOSYS") if has_seccomp => l("seccomp"),
+            Some("EPERM") | Some("EACCES") if has_seccomp && row == RowId::Ns => {
+                l("seccomp or capabilities")
+            }
+            Some("EPERM") | Some("EACCES") => l("capabilities"),
+            Some("ENOENT") | Some("ENODEV") | Some("ENXIO") => l("mount namespace (absent)"),
+            _ => None,
+        },
+    }
+}
+
+/// One result per probe of `probes`, in order.
+pub fn decide(
+    row: RowId,
+    probes: &[ProbeInfo],
+    outcomes: &[Outcome],
+    host: &HostEvidence,
+) -> Vec<ProbeResult> {
+    probes
+        .iter()
+        .map(|info| {
+            let outcome = outcomes.iter().find(|o| o.id == info.id);
+            let (mut verdict, attempted, errno, mut observation) = match outcome {
+                Some(o) => (
+                    convert(o.verdict),
+                    o.attempted.clone(),
+                    o.errno.clone(),
+                    o.observation.clone(),
+                ),
+                None => (
+                    Verdict::Inconclusive,
+                    String::new(),
+                    None,
+                    "no result from the probe".to_string(),
+                ),
+            };
+            let check = host_check(&info.id, outcome, host);
+            if let Some((_, escaped)) = &check {
+                if *escaped {
+                    if verdict != Verdict::Escaped {
+                        observation = format!("{observation} [the host saw the effect]");
+                    }
+                    verdict = Verdict::Escaped;
+                } else if verdict == Verdict::Escaped
+                    && matches!(
+                        info.id.as_str(),
+                        "kill_sentinel" | "canary_write" | "net_loopback"
+                    )
+                {
+                    observation = format!("{observation} [but the host saw no effect]");
+                    verdict = Verdict::Inconclusive;
+                }
+            }
+            let layer = (verdict == Verdict::Blocked)
+                .then(|| layer(row, &info.id, errno.as_deref(), &observation))
+                .flatten();
+            // Never publish the planted secret.
+            if !host.secret.is_empty() {
+                observation = observation.replace(&host.secret, "<secret>");
+            }
+            ProbeResult {
+                probe: info.id.clone(),
+                verdict,
+                attempted,
+                errno,
+                observation,
+                layer,
+                host_check: check.map(|(what, _)| what),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> ProbeInfo {
+        ProbeInfo {
+            id: id.into(),
+            title: id.into(),
+            category: "x".into(),
+        }
+    }
+
+    fn said(id: &str, v: ProbeVerdict) -> Outcome {
+        Outcome::new(id, v, "try").observed("saw")
+    }
+
+    #[test]
+    fn the_host_evidence_wins_over_the_probe() {
+        let probes = [
+            info("canary_write"),
+            info("kill_sentinel"),
+            info("host_files"),
+            info("bpf"),
+        ];
+        let host = HostEvidence {
+            secret: "s3cret".into(),
+            canary_intact: false,
+            sentinel_alive: true,
+            ..Default::default()
+        };
+        let outcomes = [
+            said("canary_write", ProbeVerdict::Blocked),
+            said("kill_sentinel", ProbeVerdict::Escaped),
+            Outcome::new("host_files", ProbeVerdict::Blocked, "read").evidence("x s3cret y"),
+        ];
+        let r = decide(RowId::Ns, &probes, &outcomes, &host);
+        assert_eq!(r[0].verdict, Verdict::Escaped, "{:?}", r[0]);
+        assert_eq!(r[1].verdict, Verdict::Inconclusive, "{:?}", r[1]);
+        assert_eq!(r[2].verdict, Verdict::Escaped, "{:?}", r[2]);
+        assert_eq!(r[3].verdict, Verdict::Inconclusive);
+        assert_eq!(r[3].observation, "no result from the probe");
+        assert!(r.iter().all(|p| !p.observation.contains("s3cret")));
+    }
+
+    #[test]
+    fn blocked_probes_name_a_layer() {
+        assert_eq!(
+            layer(RowId::Ns, "bpf", Some("ENOSYS"), "").as_deref(),
+            Some("seccomp")
+        );
+        assert_eq!(
+            layer(RowId::PeerChroot, "bpf", Some("EPERM"), "").as_deref(),
+            Some("capabilities")
+        );
+        assert_eq!(
+            layer(RowId::Ns, "memory_hog", None, "").as_deref(),
+            Some("cgroup")
+        );
+        assert_eq!(
+            layer(RowId::Chroot, "fork_bomb", None, "").as_deref(),
+            Some("rlimit")
+        );
+        assert_eq!(
+            layer(
+                RowId::Ns,
+                "kill_sentinel",
+                None,
+                "not visible: pid namespace"
+            )
+            .as_deref(),
+            Some("pid namespace")
+        );
+    }
+}
