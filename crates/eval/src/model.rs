@@ -154,6 +154,10 @@ pub struct Posture {
     /// Its cgroup path(s) from /proc/<pid>/cgroup.
     pub cgroup: Vec<String>,
     pub threads: u32,
+    /// Threads whose capabilities, no_new_privs or seccomp mode differ from the main thread's
+    /// (every thread is read; a confinement applied to one thread only shows here).
+    #[serde(default)]
+    pub thread_differences: Vec<String>,
 }
 
 /// Timings of one row; each set of runs summarised.

@@ -73,6 +73,32 @@ pub fn find_probe(root: u32) -> Option<u32> {
         .min()
 }
 
+/// The confinement fields of every thread of `pid` that differ from the main thread's `status`.
+fn thread_differences(pid: u32, status: &str) -> Vec<String> {
+    const FIELDS: &[&str] = &["CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp", "Uid"];
+    let mut differences = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return differences;
+    };
+    for task in tasks.flatten() {
+        let Ok(theirs) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for field in FIELDS {
+            let (a, b) = (status_field(status, field), status_field(&theirs, field));
+            if a != b {
+                differences.push(format!(
+                    "thread {}: {field} {} (main thread {})",
+                    task.file_name().to_string_lossy(),
+                    b.unwrap_or("?"),
+                    a.unwrap_or("?")
+                ));
+            }
+        }
+    }
+    differences
+}
+
 /// The tracer pid of `pid` (0 when untraced), if it still exists.
 pub fn tracer_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -134,7 +160,10 @@ pub fn read(pid: u32) -> Option<Posture> {
         extra_fds,
         cgroup,
         threads: field("Threads").parse().unwrap_or(0),
+        thread_differences: Vec::new(),
     };
+    let mut posture = posture;
+    posture.thread_differences = thread_differences(pid, &status);
     // A process caught between fork and exec has no status worth keeping.
     (!posture.cap_eff.is_empty()).then_some(posture)
 }

@@ -123,6 +123,7 @@ fn ns_row() -> Row {
             extra_fds: Vec::new(),
             cgroup: strings(&["0::/agentbox/sb-1"]),
             threads: 1,
+            thread_differences: Vec::new(),
         }),
         results: results([
             outcome(
@@ -184,6 +185,7 @@ fn chroot_row() -> Row {
             extra_fds: strings(&["/dev/null"]),
             cgroup: strings(&["0::/user.slice"]),
             threads: 1,
+            thread_differences: Vec::new(),
         }),
         results: results([
             outcome(
