@@ -3,6 +3,7 @@
 //! Pure functions of the report: they never run probes, read the host or the clock, so the same
 //! report always renders to the same bytes.
 
+mod charts;
 pub mod html;
 pub mod json;
 #[doc(hidden)]
