@@ -5,6 +5,7 @@
 mod eval_args;
 mod run_args;
 mod sandbox_args;
+mod wasm_args;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,10 @@ enum Command {
     /// (JSON) on stdin, the result on stdout.
     #[command(name = "__eval-cell", hide = true)]
     EvalCell,
+    /// Runs one WebAssembly module with the given directories preopened: what an exec in a
+    /// persistent wasm sandbox runs, inside that sandbox.
+    #[command(name = "__wasm", hide = true)]
+    Wasm(wasm_args::WasmArgs),
     /// The sentinel process of `agentbox eval`: sleeps until killed; MARKER identifies it.
     #[command(name = "__sentinel", hide = true)]
     Sentinel { marker: String },
@@ -239,6 +244,7 @@ fn main() -> ExitCode {
         Command::CreateHelper => sandbox_args::create_from_environment(),
         Command::Probe { args } => agentbox_probe::main(&args),
         Command::EvalCell => agentbox_eval::harness::cell::cell_main(),
+        Command::Wasm(args) => wasm_args::wasm(args),
         Command::Sentinel { .. } => agentbox_eval::harness::cell::sentinel_main(),
         Command::Eval(args) => eval_args::eval(args),
         Command::Doctor(args) => eval_args::doctor(args),

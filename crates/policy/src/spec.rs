@@ -32,6 +32,10 @@ pub struct PolicySpec {
     /// Numeric uid (and gid) of the command inside the sandbox (default 0, which is unprivileged on
     /// the host).
     pub user: Option<u32>,
+    /// Fields a tier that cannot enforce them may ignore instead of refusing the run (for example
+    /// `["limits.pids"]` for a policy shared between the ns and wasm tiers).
+    #[serde(default)]
+    pub optional: Vec<String>,
 }
 
 /// One mount. A tagged enum, so that a bind and a tmpfs cannot be confused.
@@ -92,6 +96,8 @@ pub struct LimitsSpec {
     pub disk: Option<String>,
     /// Maximum open files per process. Default 1024.
     pub nofile: Option<u64>,
+    /// wasm tier only: a CPU budget in wasmtime fuel units (roughly one per instruction).
+    pub fuel: Option<u64>,
 }
 
 impl PolicySpec {

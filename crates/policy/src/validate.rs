@@ -22,6 +22,9 @@ pub enum Tier {
     Ns,
     /// chroot and dropped privileges: fast, not a security boundary.
     Chroot,
+    /// A WebAssembly module under wasmtime with WASI: no system calls, only the capabilities the
+    /// policy hands in (preopened directories, environment, stdio).
+    Wasm,
 }
 
 impl Tier {
@@ -29,9 +32,21 @@ impl Tier {
         match self {
             Tier::Ns => "ns",
             Tier::Chroot => "chroot",
+            Tier::Wasm => "wasm",
         }
     }
 }
+
+/// Policy fields a tier that cannot enforce them may ignore instead of refusing the run, when the
+/// policy lists them in `optional`.
+pub const OPTIONAL_FIELDS: &[&str] = &[
+    "limits.cpus",
+    "limits.pids",
+    "limits.disk",
+    "limits.nofile",
+    "limits.fuel",
+    "user",
+];
 
 /// Root filesystem of the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +90,8 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     pub disk: u64,
     pub nofile: u64,
+    /// wasm tier: a CPU budget in wasmtime fuel units (None: unlimited).
+    pub fuel: Option<u64>,
 }
 
 /// Environment as ordered `KEY=VALUE` pairs; keys are unique.
@@ -92,6 +109,22 @@ pub struct Policy {
     pub env: Env,
     pub cwd: PathBuf,
     pub user: u32,
+    /// The fields the policy set itself (dotted names: `limits.pids`, `user`, `cwd`, ...), so a
+    /// tier can refuse what it cannot enforce without refusing defaults.
+    pub given: Vec<&'static str>,
+    /// Fields a tier may ignore rather than refuse (a subset of `OPTIONAL_FIELDS`).
+    pub optional: Vec<String>,
+    /// The environment exactly as the policy gave it, without agentbox's defaults (tiers with no
+    /// host environment at all, such as wasm, use only this).
+    pub env_given: Env,
+}
+
+impl Policy {
+    /// Whether the policy set `field` and did not mark it optional: a tier that cannot enforce
+    /// such a field must refuse it.
+    pub fn insists_on(&self, field: &str) -> bool {
+        self.given.contains(&field) && !self.optional.iter().any(|o| o == field)
+    }
 }
 
 impl PolicySpec {
@@ -100,11 +133,12 @@ impl PolicySpec {
         let tier = match self.tier.as_deref().unwrap_or("ns") {
             "ns" => Tier::Ns,
             "chroot" => Tier::Chroot,
+            "wasm" => Tier::Wasm,
             other => {
                 return Err(PolicyError::new(
                     "tier",
                     other,
-                    "unknown tier (known: ns, chroot)",
+                    "unknown tier (known: ns, chroot, wasm)",
                 ))
             }
         };
@@ -147,6 +181,34 @@ impl PolicySpec {
         }
         let mut env = build_env(&self.env, user, host_term)?;
         crate::network::add_proxy_env(&network, &mut env);
+        for field in &self.optional {
+            if !OPTIONAL_FIELDS.contains(&field.as_str()) {
+                return Err(PolicyError::new(
+                    "optional",
+                    field,
+                    format!(
+                        "not a field a tier may ignore (those are: {})",
+                        OPTIONAL_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let l = &self.limits;
+        let given: Vec<&'static str> = [
+            ("limits.memory", l.memory.is_some()),
+            ("limits.cpus", l.cpus.is_some()),
+            ("limits.pids", l.pids.is_some()),
+            ("limits.timeout", l.timeout.is_some()),
+            ("limits.disk", l.disk.is_some()),
+            ("limits.nofile", l.nofile.is_some()),
+            ("limits.fuel", l.fuel.is_some()),
+            ("user", self.user.is_some()),
+            ("cwd", self.cwd.is_some()),
+            ("image", self.image.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect();
         Ok(Policy {
             tier,
             image,
@@ -156,6 +218,13 @@ impl PolicySpec {
             env,
             cwd,
             user,
+            given,
+            optional: self.optional.clone(),
+            env_given: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -207,6 +276,16 @@ impl PolicySpec {
                 Some(d)
             }
         };
+        let fuel = match l.fuel {
+            Some(0) => {
+                return Err(PolicyError::new(
+                    "limits.fuel",
+                    "0",
+                    "must be at least 1 (wasmtime fuel units)",
+                ))
+            }
+            f => f,
+        };
         let nofile = l.nofile.unwrap_or(1024);
         if !(16..=1_048_576).contains(&nofile) {
             return Err(PolicyError::new(
@@ -222,6 +301,7 @@ impl PolicySpec {
             timeout,
             disk,
             nofile,
+            fuel,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod tier;
 pub mod timing;
 pub mod transfer;
 pub mod uidmap;
+pub mod wasm;
 
 pub use error::{exit_code, RunError};
 pub use helper::helper_command;

@@ -17,6 +17,10 @@ pub enum Reason {
     Timeout,
     /// The kernel's OOM killer killed a process of the sandbox at the memory limit.
     OutOfMemory,
+    /// wasm tier: the module used up its fuel (`limits.fuel`).
+    FuelExhausted,
+    /// wasm tier: the module trapped (unreachable, out-of-bounds access, stack overflow...).
+    Trapped,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +93,10 @@ impl ExitRecord {
                 "out of memory: the OOM killer ended {} process(es) at the memory limit",
                 self.oom_kills
             )),
+            Reason::FuelExhausted => {
+                parts.push("the module ran out of fuel (limits.fuel) and was stopped".to_string())
+            }
+            Reason::Trapped => parts.push("the module trapped".to_string()),
             Reason::Exited | Reason::Signaled => {}
         }
         if self.pids_limit_hits > 0 {
@@ -98,6 +106,29 @@ impl ExitRecord {
             ));
         }
         (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+impl ExitRecord {
+    /// The record of a run that ended without a process exit status (the wasm tier).
+    pub fn of_module(
+        tier: &'static str,
+        reason: Reason,
+        code: Option<i32>,
+        exit_code: i32,
+        duration: Duration,
+    ) -> Self {
+        ExitRecord {
+            tier,
+            reason,
+            code,
+            signal: None,
+            exit_code,
+            duration_ms: duration.as_millis() as u64,
+            oom_kills: 0,
+            pids_limit_hits: 0,
+            memory_peak: None,
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     if argv.is_empty() {
         return Err(RunError::invalid("command", "", "no command given"));
     }
+    if policy.tier == agentbox_policy::Tier::Wasm {
+        return crate::wasm::run(policy, argv);
+    }
     let mut launched = launch(policy, Purpose::Command(argv), &NetContext::for_run())?;
     let outcome = launched
         .sandbox
@@ -80,7 +83,11 @@ pub(crate) fn launch(
     timing::init();
     tier::check_enforceable(policy)?;
     net::precheck(policy)?;
-    let mechanisms = tier::mechanisms(policy.tier);
+    let mechanisms = tier::mechanisms(policy.tier).ok_or_else(|| RunError::Unenforceable {
+        tier: policy.tier.name(),
+        field: "tier",
+        reason: "a wasm sandbox runs WebAssembly modules, not processes".into(),
+    })?;
     let exec = match &purpose {
         Purpose::Command(argv) => Some(ExecSpec::new(argv, &policy.env)?),
         Purpose::Serve(_) if !mechanisms.pid_namespace => {

@@ -8,6 +8,7 @@ pub mod protocol;
 pub mod state;
 mod supervisor;
 mod threaded;
+pub mod wasm;
 
 pub use client::{exec, stop, terminal_size};
 pub use files::{copy_in, copy_out};

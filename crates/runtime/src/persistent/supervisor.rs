@@ -13,6 +13,7 @@ use agentbox_sys::{fd, msg, signal};
 
 use super::protocol::{decode, encode, InitEvent, InitRequest, Reply, Request, MAX_MESSAGE};
 use super::state::{self, State};
+use super::wasm::{self, WasmExec};
 use crate::net::NetContext;
 use crate::supervise::{launch, Launched, Purpose};
 use crate::{exit_code, RunError};
@@ -64,6 +65,16 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
             ));
         }
     }
+    // A wasm sandbox is an ns sandbox whose execs run modules (see `wasm`).
+    let (layered, wasm) = match policy.tier {
+        agentbox_policy::Tier::Wasm => {
+            let (ns, exec) = super::wasm::layered(policy)?;
+            (Some(ns), Some(exec))
+        }
+        _ => (None, None),
+    };
+    let tier = policy.tier.name();
+    let policy = layered.as_ref().unwrap_or(policy);
     let id = state::new_id()?;
     let dir = state::dir_of(&id);
     std::fs::create_dir_all(&dir)
@@ -79,7 +90,7 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
                 _ => process::exit_now(0),
             }
             detach_stdio();
-            supervise(policy, &id, options, ready_write)
+            supervise(policy, &id, options, ready_write, tier, wasm.as_ref())
         }
         Fork::Parent(pid) => {
             drop(ready_write);
@@ -145,7 +156,14 @@ fn reply(conn: &OwnedFd, message: &Reply) {
     let _ = msg::send(conn, &encode(message), &[]);
 }
 
-fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd) -> ! {
+fn supervise(
+    policy: &Policy,
+    id: &str,
+    options: &CreateOptions,
+    ready: OwnedFd,
+    tier: &str,
+    wasm: Option<&WasmExec>,
+) -> ! {
     let mut ready = std::fs::File::from(ready);
     let (ours, theirs) = match msg::pair() {
         Ok(p) => p,
@@ -163,7 +181,7 @@ fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd)
     let state = State {
         id: id.to_string(),
         name: options.name.clone(),
-        tier: policy.tier.name().to_string(),
+        tier: tier.to_string(),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -212,6 +230,7 @@ fn supervise(policy: &Policy, id: &str, options: &CreateOptions, ready: OwnedFd)
         &signals,
         ttl_deadline,
         options.idle,
+        wasm,
     );
     drop(ours);
     let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
@@ -236,6 +255,7 @@ fn serve_clients(
     signals: &OwnedFd,
     ttl_deadline: Option<Instant>,
     idle: Option<Duration>,
+    wasm: Option<&WasmExec>,
 ) -> Option<OwnedFd> {
     let mut clients: Vec<Client> = Vec::new();
     let mut last_active = Instant::now();
@@ -355,7 +375,10 @@ fn serve_clients(
                 continue;
             }
             match decode::<Request>(&buf[..n]) {
-                Some(Request::Exec(request)) if client.exec.is_none() => {
+                Some(Request::Exec(mut request)) if client.exec.is_none() => {
+                    if let Some(w) = wasm {
+                        wasm::rewrite(w, &mut request);
+                    }
                     next_exec += 1;
                     client.exec = Some(next_exec);
                     client.deadline = request
