@@ -414,3 +414,42 @@ fn the_allowlist_of_a_sandbox_changes_over_the_api() {
     drop(server);
     assert_nothing_left(&before);
 }
+
+#[test]
+fn a_wasm_sandbox_is_driven_like_any_other() {
+    let _g = begin();
+    let before = host_state();
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("tiny.c");
+    std::fs::write(
+        &c,
+        "#include <unistd.h>\nint main(void){ write(1, \"hi from wasm\\n\", 13); return 5; }\n",
+    )
+    .unwrap();
+    let wasm = dir.path().join("tiny.wasm");
+    let built = std::process::Command::new("clang")
+        .args(["--target=wasm32-wasi", "-Oz", "-Wl,--strip-all", "-o"])
+        .arg(&wasm)
+        .arg(&c)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let server = Server::start();
+    let api = server.client(Some(ALICE));
+    let b = api.create(json!({"policy": {"tier": "wasm", "limits": {"fuel": 10000000}}}));
+    let (status, shown) = api.get(&at(&b, ""));
+    assert_eq!((status, shown["tier"].as_str()), (StatusCode::OK, Some("wasm")), "{shown}");
+    let (status, _) = api.send(
+        Method::PUT,
+        &at(&b, "/files?path=/workspace/tiny.wasm"),
+        std::fs::read(&wasm).unwrap(),
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let out = api.run(&b, &["/workspace/tiny.wasm"]);
+    assert_eq!(out["stdout"], "hi from wasm\n", "{out}");
+    assert_eq!(out["exit_code"], 5, "{out}");
+    let (status, _) = api.send(Method::DELETE, &at(&b, ""), Vec::new());
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    drop(server);
+    assert_nothing_left(&before);
+}
