@@ -438,7 +438,11 @@ fn a_wasm_sandbox_is_driven_like_any_other() {
     let api = server.client(Some(ALICE));
     let b = api.create(json!({"policy": {"tier": "wasm", "limits": {"fuel": 10000000}}}));
     let (status, shown) = api.get(&at(&b, ""));
-    assert_eq!((status, shown["tier"].as_str()), (StatusCode::OK, Some("wasm")), "{shown}");
+    assert_eq!(
+        (status, shown["tier"].as_str()),
+        (StatusCode::OK, Some("wasm")),
+        "{shown}"
+    );
     let (status, _) = api.send(
         Method::PUT,
         &at(&b, "/files?path=/workspace/tiny.wasm"),

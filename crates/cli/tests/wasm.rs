@@ -93,10 +93,21 @@ fn a_module_sees_only_its_preopens_and_its_environment() {
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("wrote /workspace/out.txt"), "{text}");
-    assert_eq!(std::fs::read_to_string(ws.join("out.txt")).unwrap(), "from wasm\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("out.txt")).unwrap(),
+        "from wasm\n"
+    );
     assert!(text.contains("read /data/data: ro data"), "{text}");
-    for refused in ["/data/new", "/workspace/link", "/workspace/../secret", "/etc/passwd"] {
-        assert!(text.contains(&format!("refused {refused}")), "{refused}: {text}");
+    for refused in [
+        "/data/new",
+        "/workspace/link",
+        "/workspace/../secret",
+        "/etc/passwd",
+    ] {
+        assert!(
+            text.contains(&format!("refused {refused}")),
+            "{refused}: {text}"
+        );
     }
     assert!(!text.contains("host secret"), "{text}");
     assert!(!ro.join("new").exists());
@@ -115,7 +126,14 @@ fn timeouts_fuel_and_traps_end_a_module_with_their_own_reasons() {
     );
     let trap = module(dir.path(), "trap", "int main(void) { __builtin_trap(); }");
     let record = dir.path().join("record.json");
-    let out = run(&["--tier", "wasm", "--timeout", "300ms", "--", spin.to_str().unwrap()]);
+    let out = run(&[
+        "--tier",
+        "wasm",
+        "--timeout",
+        "300ms",
+        "--",
+        spin.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
     let mut policy = dir.path().join("fuel.toml");
     std::fs::write(&policy, "tier = \"wasm\"\n[limits]\nfuel = 100000\n").unwrap();
@@ -135,7 +153,12 @@ fn timeouts_fuel_and_traps_end_a_module_with_their_own_reasons() {
     assert_eq!(rec["tier"], "wasm", "{rec}");
     policy = dir.path().join("trap.toml");
     std::fs::write(&policy, "tier = \"wasm\"\n").unwrap();
-    let out = run(&["--policy", policy.to_str().unwrap(), "--", trap.to_str().unwrap()]);
+    let out = run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--",
+        trap.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(132), "{}", stderr(&out));
     assert!(stderr(&out).contains("trapped"), "{}", stderr(&out));
 }
@@ -153,7 +176,11 @@ fn bad_modules_and_unenforceable_fields_are_refused_on_one_line() {
     let m = m.to_str().unwrap();
     for (args, code, needle) in [
         (vec!["--", "/nonexistent.wasm"], 127, "/nonexistent.wasm"),
-        (vec!["--", text_file.to_str().unwrap()], 126, "not a WebAssembly module"),
+        (
+            vec!["--", text_file.to_str().unwrap()],
+            126,
+            "not a WebAssembly module",
+        ),
         (vec!["--", garbage.to_str().unwrap()], 126, "bad.wasm"),
         (vec!["--pids", "5", "--", m], 123, "limits.pids"),
         (vec!["--cpus", "1", "--", m], 123, "limits.cpus"),
@@ -165,7 +192,12 @@ fn bad_modules_and_unenforceable_fields_are_refused_on_one_line() {
         let out = run(&full);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
-        assert_eq!(stderr(&out).lines().count(), 1, "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().count(),
+            1,
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
     // Fuel belongs to the wasm tier only.
     let policy = dir.path().join("p.toml");
@@ -185,7 +217,9 @@ fn a_persistent_wasm_sandbox_keeps_its_files_between_modules() {
     let id = ok(agentbox(&["create", "--tier", "wasm"]).output().unwrap());
     let id = id.trim();
     let dest = format!("{id}:/workspace/files.wasm");
-    ok(agentbox(&["cp", m.to_str().unwrap(), &dest]).output().unwrap());
+    ok(agentbox(&["cp", m.to_str().unwrap(), &dest])
+        .output()
+        .unwrap());
     let exec = |args: &[&str]| {
         let mut full = vec!["exec", id, "--"];
         full.extend_from_slice(args);
@@ -193,16 +227,28 @@ fn a_persistent_wasm_sandbox_keeps_its_files_between_modules() {
     };
     let first = exec(&["/workspace/files.wasm", "w:/workspace/kept.txt"]);
     assert_eq!(first.status.code(), Some(7), "{}", stderr(&first));
-    let second = exec(&["/workspace/files.wasm", "r:/workspace/kept.txt", "r:/etc/passwd"]);
+    let second = exec(&[
+        "/workspace/files.wasm",
+        "r:/workspace/kept.txt",
+        "r:/etc/passwd",
+    ]);
     assert_eq!(second.status.code(), Some(7), "{}", stderr(&second));
     let text = stdout(&second);
-    assert!(text.contains("read /workspace/kept.txt: from wasm"), "{text}");
+    assert!(
+        text.contains("read /workspace/kept.txt: from wasm"),
+        "{text}"
+    );
     assert!(text.contains("refused /etc/passwd"), "{text}");
     // Only modules run there.
     let sh = exec(&["sh", "-c", "true"]);
     assert_eq!(sh.status.code(), Some(127), "{}", stderr(&sh));
     let listed = ok(agentbox(&["ls"]).output().unwrap());
-    assert!(listed.lines().any(|l| l.starts_with(id) && l.contains("wasm")), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("wasm")),
+        "{listed}"
+    );
     ok(agentbox(&["rm", id]).output().unwrap());
     assert_nothing_left(&before);
 }

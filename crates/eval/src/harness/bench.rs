@@ -1,13 +1,16 @@
 //! The benchmarks of one row, run inside its cell: start latency (`/bin/true`, `python3 -c pass`),
 //! exec latency in a persistent sandbox (tiers that have them), the memory the sandbox machinery
 //! holds, a syscall-heavy workload's slowdown against the cell itself, and sandboxes per second.
+//! Every run is a fresh sandbox (for the OCI runtimes a container under a fresh id, which `run`
+//! deletes when it ends); what is timed is the sandbox's host command alone.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::rows::{self, RowId, EVAL_LIMITS};
+use super::cell::Sandbox;
+use super::rows::{RowId, EVAL_LIMITS};
 use crate::model::{Bench, Stats};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,48 +25,70 @@ pub struct BenchSpec {
 const SYSCALLS: &str =
     "import os,time\nt=time.perf_counter()\nfor _ in range(100000): os.stat('/')\nprint(time.perf_counter()-t)";
 
-fn quiet(argv: &[String]) -> Command {
-    let mut c = Command::new(&argv[0]);
-    c.args(&argv[1..])
-        .stdin(Stdio::null())
+/// Makes the process of one run (stdio unset): each call a fresh sandbox.
+type Start<'a> = dyn Fn() -> Command + Sync + 'a;
+
+/// The process of a host command.
+fn host(argv: &[String]) -> impl Fn() -> Command + Sync + '_ {
+    move || {
+        let mut c = Command::new(argv.first().map_or("", String::as_str));
+        c.args(argv.iter().skip(1));
+        c
+    }
+}
+
+/// The process of one run of `argv` (from `Sandbox::command`) in the row's sandbox.
+fn sandboxed<'a>(sandbox: &'a Sandbox, argv: &'a [String]) -> impl Fn() -> Command + Sync + 'a {
+    move || sandbox.process(argv).0
+}
+
+fn quiet(start: &Start) -> Command {
+    let mut c = start();
+    c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c
 }
 
-/// Milliseconds of each successful run of `argv`; None if it fails.
-fn timings(argv: &[String], runs: u32) -> Option<Vec<f64>> {
+/// Milliseconds of each successful run; None if one fails.
+fn timings(start: &Start, runs: u32) -> Option<Vec<f64>> {
     for _ in 0..3 {
-        if !quiet(argv).status().ok()?.success() {
+        if !quiet(start).status().ok()?.success() {
             return None;
         }
     }
     let mut samples = Vec::new();
     for _ in 0..runs {
-        let start = Instant::now();
-        if !quiet(argv).status().ok()?.success() {
+        let mut command = quiet(start);
+        let began = Instant::now();
+        if !command.status().ok()?.success() {
             return None;
         }
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        samples.push(began.elapsed().as_secs_f64() * 1000.0);
     }
     Some(samples)
 }
 
-pub fn measure(row: RowId, agentbox: &str, root: &str, spec: &BenchSpec) -> Bench {
-    let cmd = |argv: &[&str]| rows::command(row, agentbox, root, argv);
-    let start_true = timings(&cmd(&["/bin/true"]), spec.runs).and_then(|s| Stats::of(&s));
-    let start_python = timings(&cmd(&["python3", "-c", "pass"]), spec.runs.div_ceil(2))
-        .and_then(|s| Stats::of(&s));
-    let exec = (row == RowId::Ns)
-        .then(|| exec_latency(agentbox, spec.runs))
+pub fn measure(sandbox: &Sandbox, spec: &BenchSpec) -> Bench {
+    let cmd = |argv: &[&str]| sandbox.command(argv).ok();
+    let stats = |argv: &[&str], runs: u32| {
+        let argv = cmd(argv)?;
+        let samples = timings(&sandboxed(sandbox, &argv), runs)?;
+        Stats::of(&samples)
+    };
+    let exec = (sandbox.row == RowId::Ns)
+        .then(|| exec_latency(&sandbox.agentbox, spec.runs))
         .flatten();
     Bench {
-        start_true,
-        start_python,
+        start_true: stats(&["/bin/true"], spec.runs),
+        start_python: stats(&["python3", "-c", "pass"], spec.runs.div_ceil(2)),
         exec,
-        peak_memory_kib: machinery_memory(&cmd(&["sleep", "1"])),
-        syscall_slowdown: syscall_slowdown(&cmd(&["python3", "-c", SYSCALLS])),
-        start_rate_per_s: start_rate(&cmd(&["/bin/true"]), spec.rate_seconds),
+        peak_memory_kib: cmd(&["sleep", "1"])
+            .and_then(|argv| machinery_memory(&sandboxed(sandbox, &argv))),
+        syscall_slowdown: cmd(&["python3", "-c", SYSCALLS])
+            .and_then(|argv| syscall_slowdown(&sandboxed(sandbox, &argv))),
+        start_rate_per_s: cmd(&["/bin/true"])
+            .and_then(|argv| start_rate(&sandboxed(sandbox, &argv), spec.rate_seconds)),
     }
 }
 
@@ -84,8 +109,9 @@ fn exec_latency(agentbox: &str, runs: u32) -> Option<Stats> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let samples = timings(&exec, runs);
-    let _ = quiet(&[agentbox.to_string(), "rm".into(), id]).status();
+    let samples = timings(&host(&exec), runs);
+    let rm = [agentbox.to_string(), "rm".into(), id];
+    let _ = quiet(&host(&rm)).status();
     samples.and_then(|s| Stats::of(&s))
 }
 
@@ -104,8 +130,8 @@ fn pss_kib(pid: u32) -> u64 {
 
 /// Proportional memory of every process of the sandbox machinery while the command (`sleep 1`)
 /// runs, the command itself excluded.
-fn machinery_memory(argv: &[String]) -> Option<u64> {
-    let mut child = quiet(argv).spawn().ok()?;
+fn machinery_memory(start: &Start) -> Option<u64> {
+    let mut child = quiet(start).spawn().ok()?;
     std::thread::sleep(Duration::from_millis(400));
     let root = child.id();
     let tree = descendants(root);
@@ -145,9 +171,8 @@ fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
-fn workload_seconds(argv: &[String]) -> Option<f64> {
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
+fn workload_seconds(start: &Start) -> Option<f64> {
+    let out = start()
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -156,43 +181,48 @@ fn workload_seconds(argv: &[String]) -> Option<f64> {
 }
 
 /// The workload's time in the sandbox over its time in the cell (median of three each).
-fn syscall_slowdown(inside: &[String]) -> Option<f64> {
-    let host: Vec<String> = ["python3", "-c", SYSCALLS]
+fn syscall_slowdown(inside: &Start) -> Option<f64> {
+    let outside: Vec<String> = ["python3", "-c", SYSCALLS]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let median = |argv: &[String]| {
-        let mut v: Vec<f64> = (0..3).filter_map(|_| workload_seconds(argv)).collect();
+    let median = |start: &Start| {
+        let mut v: Vec<f64> = (0..3).filter_map(|_| workload_seconds(start)).collect();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    let (h, s) = (median(&host)?, median(inside)?);
+    let (h, s) = (median(&host(&outside))?, median(inside)?);
     (h > 0.0).then(|| s / h)
 }
 
 /// Sandboxes started and finished per second by one worker per CPU for `seconds`.
-fn start_rate(argv: &[String], seconds: f64) -> Option<f64> {
+fn start_rate(start: &Start, seconds: f64) -> Option<f64> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
-    let handles: Vec<_> = (0..workers)
-        .map(|_| {
-            let argv = argv.to_vec();
-            std::thread::spawn(move || {
-                let mut n = 0u32;
-                while Instant::now() < deadline {
-                    match quiet(&argv).status() {
-                        Ok(s) if s.success() => n += 1,
-                        _ => return None,
+    let counts: Vec<Option<u32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut n = 0u32;
+                    while Instant::now() < deadline {
+                        match quiet(start).status() {
+                            Ok(s) if s.success() => n += 1,
+                            _ => return None,
+                        }
                     }
-                }
-                Some(n)
+                    Some(n)
+                })
             })
-        })
-        .collect();
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
     let mut total = 0u32;
-    for h in handles {
-        total += h.join().ok().flatten()?;
+    for n in counts {
+        total += n?;
     }
     Some(f64::from(total) / started.elapsed().as_secs_f64())
 }

@@ -9,6 +9,7 @@ pub mod host;
 pub mod posture;
 pub mod rows;
 pub mod verdict;
+mod wasm_row;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -243,6 +244,9 @@ fn evaluate_row(row: RowId, agentbox: &str, probes: &[ProbeInfo], options: &Opti
     if !result.available {
         return result;
     }
+    if row == RowId::Wasm {
+        return evaluate_wasm(result, agentbox, probes, options);
+    }
     match run_cell(row, agentbox, probes, options) {
         Ok((cell, evidence)) => {
             result.results = verdict::decide(row, probes, &cell.outcomes, &evidence);
@@ -263,6 +267,39 @@ fn evaluate_row(row: RowId, agentbox: &str, probes: &[ProbeInfo], options: &Opti
             result.results = verdict::decide(row, probes, &[], &HostEvidence::default());
         }
     }
+    result
+}
+
+/// The wasm row runs modules, not a process to attack: no cell, no sentinel (see `wasm_row`).
+fn evaluate_wasm(mut result: Row, agentbox: &str, probes: &[ProbeInfo], options: &Options) -> Row {
+    let planted = match host::Planted::new() {
+        Ok(p) => p,
+        Err(e) => {
+            result.reason = Some(format!("plant: {e}"));
+            return result;
+        }
+    };
+    match wasm_row::probe(
+        agentbox,
+        probes,
+        &planted.workdir,
+        &planted.canary_read,
+        &planted.canary_write,
+    ) {
+        Ok(results) => result.results = results,
+        Err(e) => {
+            result.reason = Some(format!("the evaluation failed: {e}"));
+            result.results = verdict::decide(RowId::Wasm, probes, &[], &HostEvidence::default());
+        }
+    }
+    if planted.connections() > 0 {
+        result.reason = Some("the host listener got a connection during the wasm row".into());
+    }
+    if !options.no_bench {
+        let (runs, rate) = if options.quick { (10, 1.0) } else { (40, 3.0) };
+        result.bench = wasm_row::bench(agentbox, &planted.workdir, runs, rate);
+    }
+    planted.remove();
     result
 }
 

@@ -1,6 +1,7 @@
 //! The rows of an evaluation: agentbox's tiers and the peer tools they are compared with, each a
 //! way to run one command in a sandbox. Pure: availability comes from a `Which` lookup, and a row
-//! only builds argv vectors.
+//! only builds argv vectors and names the paths under the row's work directory that the cell
+//! prepares (the root, OCI bundles and runtime state); it never touches them.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,14 @@ pub const PROBE_IN_SANDBOX: &str = "/opt/agentbox-probe";
 /// The limits every agentbox tier runs the probes with: what a careful user would set.
 pub const EVAL_LIMITS: &[&str] = &["--memory", "512M", "--pids", "256", "--disk", "256M"];
 
+/// `EVAL_LIMITS`' memory and pids, as the OCI rows' `linux.resources` give them.
+pub const EVAL_MEMORY_BYTES: u64 = 512 << 20;
+pub const EVAL_PIDS: u64 = 256;
+
+/// Ends the container id in an OCI row's argv; `instance` replaces it before every run, so runs
+/// (parallel ones included) never share an id. Not valid in an id: an argv run as is fails.
+pub const FRESH_ID: &str = "{fresh}";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RowId {
@@ -19,23 +28,30 @@ pub enum RowId {
     Ns,
     /// agentbox's `chroot` tier (not a security boundary, labelled so).
     Chroot,
+    /// agentbox's `wasm` tier: WAT probe modules where a probe has a WASI form, a reason where not.
+    Wasm,
     /// `chroot` as root into a root with the host's /usr: the weak reference.
     PeerChroot,
     /// `unshare` with every namespace, mapped root, fresh /proc; the host's file system.
     PeerUnshare,
     /// bubblewrap with every namespace and read-only host /usr.
     PeerBwrap,
+    /// firejail without a profile: private home, no network, no capabilities, its seccomp filter.
     PeerFirejail,
+    /// The OCI runtimes, each with `runc spec`'s default container plus the eval limits.
     PeerRunc,
     PeerCrun,
+    /// gVisor on its ptrace platform (its kvm platform hangs on this kind of host).
     PeerRunsc,
+    /// systemd-nspawn with a user namespace, read-only root and no network.
     PeerNspawn,
 }
 
 impl RowId {
-    pub const ALL: [RowId; 10] = [
+    pub const ALL: [RowId; 11] = [
         RowId::Ns,
         RowId::Chroot,
+        RowId::Wasm,
         RowId::PeerChroot,
         RowId::PeerUnshare,
         RowId::PeerBwrap,
@@ -50,6 +66,7 @@ impl RowId {
         match self {
             RowId::Ns => "ns",
             RowId::Chroot => "chroot",
+            RowId::Wasm => "wasm",
             RowId::PeerChroot => "peer:chroot",
             RowId::PeerUnshare => "peer:unshare",
             RowId::PeerBwrap => "peer:bwrap",
@@ -65,14 +82,15 @@ impl RowId {
         match self {
             RowId::Ns => "agentbox ns",
             RowId::Chroot => "agentbox chroot (not a boundary)",
+            RowId::Wasm => "agentbox wasm (wasmtime, WASI)",
             RowId::PeerChroot => "chroot as root",
             RowId::PeerUnshare => "unshare -Ufpmn -r",
             RowId::PeerBwrap => "bubblewrap --unshare-all --cap-drop ALL",
-            RowId::PeerFirejail => "firejail",
-            RowId::PeerRunc => "runc",
-            RowId::PeerCrun => "crun",
-            RowId::PeerRunsc => "runsc (gVisor)",
-            RowId::PeerNspawn => "systemd-nspawn",
+            RowId::PeerFirejail => "firejail --private --net=none --caps.drop=all --seccomp",
+            RowId::PeerRunc => "runc (runc spec, 512M, 256 pids)",
+            RowId::PeerCrun => "crun (runc spec, 512M, 256 pids)",
+            RowId::PeerRunsc => "runsc (gVisor, ptrace, --network=none)",
+            RowId::PeerNspawn => "systemd-nspawn --private-users=pick --private-network",
         }
     }
 
@@ -82,7 +100,7 @@ impl RowId {
 
     pub fn kind(self) -> RowKind {
         match self {
-            RowId::Ns | RowId::Chroot => RowKind::Tier,
+            RowId::Ns | RowId::Chroot | RowId::Wasm => RowKind::Tier,
             _ => RowKind::Peer,
         }
     }
@@ -90,7 +108,7 @@ impl RowId {
     /// The host binary the row needs (None: agentbox itself).
     pub fn tool(self) -> Option<(&'static str, &'static str)> {
         match self {
-            RowId::Ns | RowId::Chroot => None,
+            RowId::Ns | RowId::Chroot | RowId::Wasm => None,
             RowId::PeerChroot => Some(("chroot", "coreutils")),
             RowId::PeerUnshare => Some(("unshare", "util-linux")),
             RowId::PeerBwrap => Some(("bwrap", "bubblewrap")),
@@ -102,13 +120,30 @@ impl RowId {
         }
     }
 
-    /// Rows this version can drive. The OCI runtimes and nspawn need bundles that the `oci` and
-    /// `nspawn` tiers will build; until then they are listed, not run.
+    /// Rows this version can drive (every row, now; a row that cannot run here says why).
     pub fn driven(self) -> bool {
-        matches!(
-            self,
-            RowId::Ns | RowId::Chroot | RowId::PeerChroot | RowId::PeerUnshare | RowId::PeerBwrap
-        )
+        true
+    }
+
+    /// The OCI runtime of the row, whose `run` takes a bundle (its config.json holds the command).
+    pub fn oci_runtime(self) -> Option<&'static str> {
+        match self {
+            RowId::PeerRunc => Some("runc"),
+            RowId::PeerCrun => Some("crun"),
+            RowId::PeerRunsc => Some("runsc"),
+            _ => None,
+        }
+    }
+
+    /// Environment the row's host command needs. firejail, run in the cell (a pid namespace whose
+    /// /proc shows no kernel threads), takes itself for nested in another sandbox and runs the
+    /// command with no sandbox at all, unless told that it runs in a container (its LXC case),
+    /// in which case it builds its sandbox as on a host.
+    pub fn environment(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            RowId::PeerFirejail => &[("container", "lxc")],
+            _ => &[],
+        }
     }
 
     /// The probes of a weak row really act on the host's kernel as root: its cell gets a throwaway
@@ -118,10 +153,83 @@ impl RowId {
     }
 }
 
-/// How to run `argv` in the row's sandbox. `probe_host` is the probe binary on the host; `root` is
-/// the prepared root directory for rows that chroot into one (`peer:chroot`).
-pub fn command(row: RowId, probe_host: &str, root: &str, argv: &[&str]) -> Vec<String> {
+/// The root directory the cell prepares for the rows that run in one (`peer:chroot`, the OCI
+/// runtimes, nspawn).
+pub fn root_dir(workdir: &str) -> String {
+    format!("{workdir}/root")
+}
+
+/// The OCI runtime's state directory (`--root`): in the work directory, so nothing is left in
+/// /run/runc and the like.
+pub fn oci_state_dir(workdir: &str) -> String {
+    format!("{workdir}/oci-state")
+}
+
+/// The OCI bundle of one command (its config.json holds the command): one per distinct argv.
+pub fn bundle_dir(workdir: &str, argv: &[&str]) -> String {
+    // FNV-1a over the NUL-joined argv: stable, and distinct commands get distinct bundles.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in argv.iter().flat_map(|a| a.bytes().chain([0])) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{workdir}/bundles/{hash:016x}")
+}
+
+/// What every container id of this work directory starts with (`agentbox-eval-<hex>-`), so
+/// whatever a killed runtime left (containers, cgroups) can be found by name.
+pub fn container_prefix(workdir: &str) -> String {
+    let name = workdir.rsplit('/').next().unwrap_or("agentbox-eval");
+    format!("{name}-")
+}
+
+/// The runtime's global flags: its state directory, and gVisor's platform and network.
+pub fn oci_flags(row: RowId, workdir: &str) -> Vec<String> {
+    let mut flags = vec!["--root".to_string(), oci_state_dir(workdir)];
+    if row == RowId::PeerRunsc {
+        flags.extend([
+            "--platform=ptrace".to_string(),
+            "--network=none".to_string(),
+        ]);
+    }
+    flags
+}
+
+/// `argv` with `FRESH_ID` replaced by `suffix`, and the container id it made (OCI rows).
+pub fn instance(argv: &[String], suffix: &str) -> (Vec<String>, Option<String>) {
+    let mut id = None;
+    let argv = argv
+        .iter()
+        .map(|a| {
+            if a.contains(FRESH_ID) {
+                let made = a.replace(FRESH_ID, suffix);
+                id = Some(made.clone());
+                made
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    (argv, id)
+}
+
+/// How to run `argv` in the row's sandbox. `probe_host` is the probe binary on the host;
+/// `workdir` is the row's work directory, where the cell prepares the row's root (`root_dir`)
+/// and, for the OCI rows, the bundle of this very argv (`bundle_dir`). An OCI row's argv ends in
+/// a container id to be made fresh (`instance`) before each run.
+pub fn command(row: RowId, probe_host: &str, workdir: &str, argv: &[&str]) -> Vec<String> {
     let probe_bind = format!("{probe_host}:{PROBE_IN_SANDBOX}");
+    let root = root_dir(workdir);
+    let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    if let Some(runtime) = row.oci_runtime() {
+        // The command is in the bundle's config.json; `run` creates, starts, waits for and
+        // deletes the container, in the foreground with stdio inherited.
+        let mut cmd = vec![runtime.to_string()];
+        cmd.extend(oci_flags(row, workdir));
+        cmd.extend(owned(&["run", "--bundle"]));
+        cmd.push(bundle_dir(workdir, argv));
+        cmd.push(format!("{}{FRESH_ID}", container_prefix(workdir)));
+        return cmd;
+    }
     let mut cmd: Vec<String> = match row {
         RowId::Ns => [probe_host, "run", "--tier", "ns", "--ro", &probe_bind]
             .iter()
@@ -135,8 +243,8 @@ pub fn command(row: RowId, probe_host: &str, root: &str, argv: &[&str]) -> Vec<S
             .chain(&["--cwd", "/tmp", "--"])
             .map(|s| s.to_string())
             .collect(),
-        RowId::PeerChroot => vec!["chroot".into(), root.into()],
-        RowId::PeerUnshare => [
+        RowId::PeerChroot => vec!["chroot".into(), root],
+        RowId::PeerUnshare => owned(&[
             "unshare",
             "--user",
             "--map-root-user",
@@ -149,11 +257,8 @@ pub fn command(row: RowId, probe_host: &str, root: &str, argv: &[&str]) -> Vec<S
             "--cgroup",
             "--mount-proc",
             "--",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        RowId::PeerBwrap => [
+        ]),
+        RowId::PeerBwrap => owned(&[
             "bwrap",
             "--unshare-all",
             // Run as root, bwrap keeps every capability unless told otherwise.
@@ -188,15 +293,47 @@ pub fn command(row: RowId, probe_host: &str, root: &str, argv: &[&str]) -> Vec<S
             "--chdir",
             "/tmp",
             "--",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        _ => Vec::new(),
+        ]),
+        // Its documented hardening flags that take effect as root (`--noroot` does not: "not
+        // available" to root). No profile: the default one would add its own blacklists.
+        RowId::PeerFirejail => owned(&[
+            "firejail",
+            "--noprofile",
+            "--quiet",
+            "--private",
+            "--net=none",
+            "--caps.drop=all",
+            "--seccomp",
+            "--nonewprivs",
+            "--",
+        ]),
+        // What `-U` (the nspawn@.service default) means, minus the id-mapped mount of the root,
+        // which this host refuses (EBUSY): the root's files show as nobody, which read-only
+        // does not mind. Not systemd as pid 1: no unit, no machined (`--keep-unit
+        // --register=no`). Read-only roots take a shared lock, so parallel runs may share one.
+        RowId::PeerNspawn => {
+            let mut cmd = owned(&["systemd-nspawn", "--quiet", "--directory"]);
+            cmd.push(root);
+            cmd.extend(owned(&[
+                "--read-only",
+                "--private-users=pick",
+                "--private-users-ownership=off",
+                "--private-network",
+                "--as-pid2",
+                "--keep-unit",
+                "--register=no",
+                "--timezone=off",
+                "--chdir=/tmp",
+                "--",
+            ]));
+            cmd
+        }
+        // The OCI runtimes take their command from the bundle; the wasm row runs no command here.
+        RowId::PeerRunc | RowId::PeerCrun | RowId::PeerRunsc | RowId::Wasm => Vec::new(),
     };
-    // unshare runs on the host's own file system: the probe is found where it is.
+    // unshare and firejail run on the host's own file system: the probe is found where it is.
     let probe = match row {
-        RowId::PeerUnshare => probe_host,
+        RowId::PeerUnshare | RowId::PeerFirejail => probe_host,
         _ => PROBE_IN_SANDBOX,
     };
     cmd.extend(argv.iter().map(|a| {
@@ -212,8 +349,9 @@ pub fn command(row: RowId, probe_host: &str, root: &str, argv: &[&str]) -> Vec<S
 /// The writable scratch directory inside the row's sandbox.
 pub fn scratch(row: RowId, workdir: &str) -> String {
     match row {
-        // unshare shares the host's file system: its scratch is a tmpfs the cell mounts privately.
-        RowId::PeerUnshare => format!("{workdir}/scratch"),
+        // unshare and firejail share the host's file system: their scratch is a tmpfs the cell
+        // mounts privately.
+        RowId::PeerUnshare | RowId::PeerFirejail => format!("{workdir}/scratch"),
         _ => "/tmp".to_string(),
     }
 }
@@ -233,13 +371,122 @@ mod tests {
     #[test]
     fn the_probe_is_mapped_into_every_sandbox() {
         let argv = [PROBE_IN_SANDBOX, "__probe"];
-        let ns = command(RowId::Ns, "/x/agentbox", "/r", &argv);
+        let ns = command(RowId::Ns, "/x/agentbox", "/w", &argv);
         assert_eq!(ns[0], "/x/agentbox");
         assert!(ns.contains(&"/x/agentbox:/opt/agentbox-probe".to_string()));
         assert_eq!(ns[ns.len() - 2..], ["/opt/agentbox-probe", "__probe"]);
-        let chroot = command(RowId::PeerChroot, "/x/agentbox", "/r", &argv);
-        assert_eq!(chroot, ["chroot", "/r", "/opt/agentbox-probe", "__probe"]);
-        let unshare = command(RowId::PeerUnshare, "/x/agentbox", "/r", &argv);
+        let chroot = command(RowId::PeerChroot, "/x/agentbox", "/w", &argv);
+        assert_eq!(
+            chroot,
+            ["chroot", "/w/root", "/opt/agentbox-probe", "__probe"]
+        );
+        let unshare = command(RowId::PeerUnshare, "/x/agentbox", "/w", &argv);
         assert_eq!(unshare[unshare.len() - 2..], ["/x/agentbox", "__probe"]);
+    }
+
+    #[test]
+    fn every_peer_runs_its_own_tool_with_the_probe_in_reach() {
+        let workdir = "/tmp/agentbox-eval-0123abcd";
+        let argv = [PROBE_IN_SANDBOX, "__probe"];
+        for row in [
+            RowId::PeerFirejail,
+            RowId::PeerRunc,
+            RowId::PeerCrun,
+            RowId::PeerRunsc,
+            RowId::PeerNspawn,
+        ] {
+            assert!(row.driven(), "{row:?}");
+            let cmd = command(row, "/x/agentbox", workdir, &argv);
+            let tool = row.tool().map(|(tool, _)| tool);
+            assert_eq!(Some(cmd[0].as_str()), tool, "{cmd:?}");
+            // The probe is on the argv, or (OCI) in the bundle the argv runs.
+            let probe = if row == RowId::PeerFirejail {
+                "/x/agentbox"
+            } else {
+                PROBE_IN_SANDBOX
+            };
+            let reached = cmd.iter().any(|a| a == probe)
+                || (row.oci_runtime().is_some() && cmd.contains(&bundle_dir(workdir, &argv)));
+            assert!(reached, "{row:?}: {cmd:?}");
+            assert!(row.label().starts_with(cmd[0].as_str()), "{}", row.label());
+        }
+    }
+
+    #[test]
+    fn firejail_and_nspawn_run_the_probe_after_their_own_flags() {
+        let argv = [PROBE_IN_SANDBOX, "__probe", "--list"];
+        let firejail = command(RowId::PeerFirejail, "/x/agentbox", "/w", &argv);
+        assert_eq!(firejail[0], "firejail");
+        assert_eq!(
+            firejail[firejail.len() - 4..],
+            ["--", "/x/agentbox", "__probe", "--list"]
+        );
+        for flag in ["--net=none", "--caps.drop=all", "--seccomp", "--nonewprivs"] {
+            assert!(firejail.contains(&flag.to_string()), "{flag}: {firejail:?}");
+        }
+        assert_eq!(scratch(RowId::PeerFirejail, "/w"), "/w/scratch");
+        assert_eq!(RowId::PeerFirejail.environment(), [("container", "lxc")]);
+
+        let nspawn = command(RowId::PeerNspawn, "/x/agentbox", "/w", &argv);
+        assert_eq!(
+            nspawn[..4],
+            ["systemd-nspawn", "--quiet", "--directory", "/w/root"]
+        );
+        assert_eq!(
+            nspawn[nspawn.len() - 4..],
+            ["--", PROBE_IN_SANDBOX, "__probe", "--list"]
+        );
+        for flag in ["--private-users=pick", "--private-network", "--read-only"] {
+            assert!(nspawn.contains(&flag.to_string()), "{flag}: {nspawn:?}");
+        }
+        assert!(
+            !nspawn.iter().any(|a| a.contains("/x/agentbox")),
+            "{nspawn:?}"
+        );
+        assert_eq!(scratch(RowId::PeerNspawn, "/w"), "/tmp");
+    }
+
+    #[test]
+    fn oci_rows_run_the_bundle_of_their_command_under_a_fresh_id() {
+        let workdir = "/tmp/agentbox-eval-0123abcd";
+        let argv = [PROBE_IN_SANDBOX, "__probe", "--list"];
+        for (row, runtime) in [
+            (RowId::PeerRunc, "runc"),
+            (RowId::PeerCrun, "crun"),
+            (RowId::PeerRunsc, "runsc"),
+        ] {
+            let cmd = command(row, "/x/agentbox", workdir, &argv);
+            assert_eq!(cmd[0], runtime);
+            assert_eq!(cmd[1..3], ["--root", &oci_state_dir(workdir)]);
+            let run = cmd.iter().position(|a| a == "run").unwrap_or(0);
+            assert_eq!(cmd[run + 1], "--bundle");
+            assert_eq!(cmd[run + 2], bundle_dir(workdir, &argv));
+            assert_eq!(cmd.len(), run + 4, "{cmd:?}");
+            let (first, id) = instance(&cmd, "1a");
+            let (second, _) = instance(&cmd, "2b");
+            assert_eq!(id.as_deref(), Some("agentbox-eval-0123abcd-1a"));
+            assert_eq!(first.last(), id.as_ref());
+            assert_ne!(first, second);
+            assert_eq!(first[..run + 3], cmd[..run + 3]);
+            assert_eq!(scratch(row, workdir), "/tmp");
+        }
+        let runsc = command(RowId::PeerRunsc, "/x/agentbox", workdir, &argv);
+        assert!(
+            runsc.contains(&"--platform=ptrace".to_string()),
+            "{runsc:?}"
+        );
+        assert!(runsc.contains(&"--network=none".to_string()), "{runsc:?}");
+    }
+
+    #[test]
+    fn bundles_differ_per_command_and_ids_are_never_made_for_other_rows() {
+        let a = bundle_dir("/w", &["/bin/true"]);
+        assert_eq!(a, bundle_dir("/w", &["/bin/true"]));
+        assert_ne!(a, bundle_dir("/w", &["/bin/tru", "e"]));
+        assert!(a.starts_with("/w/bundles/"), "{a}");
+        let bwrap = command(RowId::PeerBwrap, "/x/agentbox", "/w", &["/bin/true"]);
+        assert_eq!(instance(&bwrap, "1a"), (bwrap.clone(), None));
+        assert!(EVAL_LIMITS.contains(&"512M") && EVAL_MEMORY_BYTES == 512 * 1024 * 1024);
+        assert!(EVAL_LIMITS.contains(&EVAL_PIDS.to_string().as_str()));
     }
 }
