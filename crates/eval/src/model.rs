@@ -102,18 +102,8 @@ impl Score {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The technique failed: the sandbox held.
-    Blocked,
-    /// The technique worked (or the host-side check saw its effect).
-    Escaped,
-    /// Does not apply to this row (e.g. a cgroup v1 escape on a row without cgroups).
-    NotApplicable,
-    /// Could not tell (the probe crashed, timed out, or the evidence disagrees).
-    Inconclusive,
-}
+/// One verdict type from the probe to the report: blocked, escaped, not applicable, inconclusive.
+pub use agentbox_probe::Verdict;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeResult {

@@ -4,12 +4,19 @@
 //! policy's own environment is the only environment, memory caps linear memories, the timeout
 //! interrupts the module, fuel budgets its CPU. There is no socket, no other file, no process.
 
+#[cfg(feature = "wasm")]
 use std::time::Instant;
 
-use agentbox_policy::{Access, MountKind, Policy};
+use agentbox_policy::Policy;
+#[cfg(feature = "wasm")]
+use agentbox_policy::{Access, MountKind};
 
-use crate::record::{ExitRecord, Reason};
-use crate::{exit_code, RunError};
+#[cfg(feature = "wasm")]
+use crate::exit_code;
+use crate::record::ExitRecord;
+#[cfg(feature = "wasm")]
+use crate::record::Reason;
+use crate::RunError;
 
 /// Compiled modules are cached here (wasmtime's own cache): a second run starts without compiling.
 pub const CACHE_DIR: &str = "/var/cache/agentbox/wasm";

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::cell::Sandbox;
 use super::rows::{RowId, EVAL_LIMITS};
+use super::sandbox::Sandbox;
 use crate::model::{Bench, Stats};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,8 +6,10 @@ pub mod bench;
 pub mod cell;
 mod claims;
 pub mod host;
+pub mod oci;
 pub mod posture;
 pub mod rows;
+pub mod sandbox;
 pub mod verdict;
 mod wasm_row;
 

@@ -2,7 +2,7 @@
 //! wins: a probe that says "blocked" while the canary changed has escaped; one that says "escaped"
 //! while the host saw nothing is inconclusive. Pure.
 
-use agentbox_probe::{Outcome, Verdict as ProbeVerdict};
+use agentbox_probe::Outcome;
 
 use super::rows::RowId;
 use crate::model::{ProbeInfo, ProbeResult, Verdict};
@@ -18,15 +18,6 @@ pub struct HostEvidence {
     pub listener_connections: u32,
     /// Watched host files or mounts that changed (already restored).
     pub changes: Vec<String>,
-}
-
-fn convert(v: ProbeVerdict) -> Verdict {
-    match v {
-        ProbeVerdict::Blocked => Verdict::Blocked,
-        ProbeVerdict::Escaped => Verdict::Escaped,
-        ProbeVerdict::NotApplicable => Verdict::NotApplicable,
-        ProbeVerdict::Inconclusive => Verdict::Inconclusive,
-    }
 }
 
 /// The host-side check of a probe, if it has one: (what was checked, whether it shows an escape).
@@ -117,7 +108,7 @@ pub fn decide(
             let outcome = outcomes.iter().find(|o| o.id == info.id);
             let (mut verdict, attempted, errno, mut observation) = match outcome {
                 Some(o) => (
-                    convert(o.verdict),
+                    o.verdict,
                     o.attempted.clone(),
                     o.errno.clone(),
                     o.observation.clone(),
@@ -178,7 +169,7 @@ mod tests {
         }
     }
 
-    fn said(id: &str, v: ProbeVerdict) -> Outcome {
+    fn said(id: &str, v: Verdict) -> Outcome {
         Outcome::new(id, v, "try").observed("saw")
     }
 
@@ -197,9 +188,9 @@ mod tests {
             ..Default::default()
         };
         let outcomes = [
-            said("canary_write", ProbeVerdict::Blocked),
-            said("kill_sentinel", ProbeVerdict::Escaped),
-            Outcome::new("host_files", ProbeVerdict::Blocked, "read").evidence("x s3cret y"),
+            said("canary_write", Verdict::Blocked),
+            said("kill_sentinel", Verdict::Escaped),
+            Outcome::new("host_files", Verdict::Blocked, "read").evidence("x s3cret y"),
         ];
         let r = decide(RowId::Ns, &probes, &outcomes, &host);
         assert_eq!(r[0].verdict, Verdict::Escaped, "{:?}", r[0]);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use agentbox_sys::attempt_fs;
 
 use super::errno;
+use super::kernel_env::unescape;
 use crate::{Context, Outcome, Verdict};
 
 pub(super) fn leak_hostname(context: &Context) -> Outcome {
@@ -48,27 +49,6 @@ pub(super) fn leak_boot_id(context: &Context) -> Outcome {
         Ok(id) => Outcome::new(ID, Verdict::Blocked, attempted)
             .observed(format!("boot id {} differs from the host's", id.trim())),
     }
-}
-
-/// Undoes the octal escapes of mountinfo fields (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        if let (b'\\', Some(digits)) = (bytes[i], octal) {
-            let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
-            out.push(value as u8);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `path` is `host` or lies under it.

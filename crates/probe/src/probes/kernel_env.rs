@@ -173,7 +173,7 @@ pub(super) struct MountEntry {
 }
 
 /// Decodes the octal escapes (`\040` for a space) the kernel writes in mountinfo paths.
-fn unescape(field: &str) -> String {
+pub(super) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
