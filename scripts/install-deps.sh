@@ -3,10 +3,12 @@
 # python3 (the probes run it inside sandboxes), bubblewrap and util-linux (peers in the
 # benchmark), hyperfine (the benchmark driver), iproute2 and nftables (network mode open),
 # curl and openssl (the network tests' clients and test certificate), chromium (headless, renders
-# the `agentbox eval` HTML report in crates/eval/tests/html_render.rs).
+# the `agentbox eval` HTML report in crates/eval/tests/html_render.rs), clang + lld + wasi-libc +
+# libclang-rt-dev-wasm32 (compiler-rt builtins for wasm32: `clang --target=wasm32-wasi` builds the
+# C programs of crates/wasm/tests and bench/wasm.sh).
 set -euo pipefail
 missing=()
-for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl chromium; do
+for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl chromium clang lld wasi-libc libclang-rt-dev-wasm32; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

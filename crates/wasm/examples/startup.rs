@@ -2,6 +2,9 @@
 //! default, or the `.wasm` given as the first argument): cold = an empty cache directory each
 //! run, warm = the same cache directory. The module's output goes to stdout; the medians go to
 //! stderr. `cargo run --release -p agentbox-wasm --example startup -- [hello.wasm] >/dev/null`
+//!
+//! With `ONCE=<cache dir>` in the environment it runs the module once with that cache directory
+//! and exits with its code: a process to time with hyperfine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -34,7 +37,8 @@ fn main() {
             path
         }
     };
-    let cache = dir.path().join("cache");
+    let once = std::env::var_os("ONCE").map(PathBuf::from);
+    let cache = once.clone().unwrap_or_else(|| dir.path().join("cache"));
     let spec = WasmRun {
         module: module.clone(),
         args: vec!["hello".into()],
@@ -46,6 +50,12 @@ fn main() {
         fuel: None,
         cache_dir: Some(cache.clone()),
     };
+    if once.is_some() {
+        match run(&spec).unwrap() {
+            agentbox_wasm::WasmExit::Code(code) => std::process::exit(code),
+            other => panic!("{other:?}"),
+        }
+    }
     let time = |spec: &WasmRun| {
         let started = Instant::now();
         run(spec).unwrap();

@@ -24,6 +24,10 @@ pub(crate) fn compilation_cache(dir: &Path) -> Result<Cache, WasmError> {
         .map_err(|err| setup("create cache directory", &err))?;
     let mut config = CacheConfig::new();
     config.with_directory(&dir);
+    // No re-compression of often-used artifacts at a higher zstd level: that runs on a
+    // background thread of whichever short-lived process crosses the usage count, which exits
+    // before it finishes, so every later run would start it over.
+    config.with_optimized_compression_usage_counter_threshold(u64::MAX);
     Cache::new(config).map_err(|err| setup("compilation cache", &err))
 }
 

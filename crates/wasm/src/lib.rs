@@ -50,8 +50,11 @@ pub struct WasmRun {
     pub env: Vec<(String, String)>,
     /// The only file system the module sees.
     pub preopens: Vec<Preopen>,
-    /// A guest path inside one of the preopens, given to the guest as `PWD` (and as the
-    /// component's initial cwd). `None`: no working directory.
+    /// A guest path inside one of the preopens, given to the guest as `PWD` and as the
+    /// component's initial cwd. wasi-libc ignores `PWD` (it resolves a relative path against the
+    /// preopen named `.`), so that directory is also preopened as `.`, with its preopen's
+    /// permissions; one consequence: an absolute path under no other preopen resolves inside it.
+    /// `None`: no working directory.
     pub cwd: Option<String>,
     /// Bytes of linear memory the module may hold, all its memories together; tables are capped
     /// proportionally (one element per 8 bytes).
