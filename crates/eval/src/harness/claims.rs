@@ -59,10 +59,18 @@ pub fn claims(rows: &[Row]) -> Vec<Claim> {
         None => unmeasured("chroot shows host processes in /proc", "peer:chroot"),
     });
     // 3. Namespace containers show only their own processes.
-    let ns_rows: Vec<&Row> = ["ns", "peer:bwrap", "peer:unshare"]
-        .iter()
-        .filter_map(|id| row(rows, id))
-        .collect();
+    let ns_rows: Vec<&Row> = [
+        "ns",
+        "peer:bwrap",
+        "peer:unshare",
+        "peer:runc",
+        "peer:crun",
+        "peer:nspawn",
+        "peer:firejail",
+    ]
+    .iter()
+    .filter_map(|id| row(rows, id))
+    .collect();
     out.push(if ns_rows.is_empty() {
         unmeasured("namespace containers show only their own processes", "ns")
     } else {
