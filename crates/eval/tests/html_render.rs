@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use agentbox_eval::report::{render_html, sample::sample_report};
 
-const SCREENSHOT: &str = "/tmp/agentbox-eval-report.png";
-
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
         for dir in std::env::var("PATH").unwrap_or_default().split(':') {
@@ -103,22 +101,24 @@ fn html_report_dom_in_headless_chromium_has_charts_and_matrix() {
 #[test]
 fn html_report_screenshot_in_headless_chromium_is_nontrivial() {
     let (dir, page) = rendered_page();
-    let _ = std::fs::remove_file(SCREENSHOT);
+    // In the test's own directory: nothing is left on the host (set AGENTBOX_SCREENSHOT to keep
+    // it somewhere to look at).
+    let shot = std::env::var("AGENTBOX_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("report.png"));
+    let shot = shot.display().to_string();
     run_chromium(
         &page,
         &dir.path().join("profile"),
         &[
-            &format!("--screenshot={SCREENSHOT}"),
+            &format!("--screenshot={shot}"),
             "--window-size=1400,2000",
             "--hide-scrollbars",
         ],
     );
-    let png = std::fs::read(SCREENSHOT)
-        .unwrap_or_else(|e| panic!("chromium wrote no screenshot at {SCREENSHOT}: {e}"));
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{SCREENSHOT} is not a PNG"
-    );
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("chromium wrote no screenshot at {shot}: {e}"));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{shot} is not a PNG");
     assert!(
         png.len() > 10 * 1024,
         "screenshot is only {} bytes",
