@@ -3,7 +3,6 @@
 //! `agentbox_runtime::persistent::wasm`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -88,7 +87,7 @@ pub fn wasm(args: WasmArgs) -> i32 {
         preopens,
         cwd: args.cwd,
         memory_limit: args.memory,
-        timeout: args.timeout_ms.map(Duration::from_millis),
+        timeout: args.timeout_ms.map(std::time::Duration::from_millis),
         fuel: args.fuel,
         cache_dir: args.cache,
     };
