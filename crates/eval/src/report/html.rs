@@ -348,12 +348,7 @@ fn findings_section(out: &mut String, report: &Report) {
             decided, per row.</p>\n";
     let mut any = false;
     for r in report.rows.iter().filter(|r| r.available) {
-        let notable: Vec<_> = report
-            .probes
-            .iter()
-            .filter_map(|p| result_of(r, p).map(|x| (p, x)))
-            .filter(|(_, x)| matches!(x.verdict, Verdict::Escaped | Verdict::Inconclusive))
-            .collect();
+        let notable = super::notable(report, r);
         if notable.is_empty() {
             continue;
         }

@@ -16,6 +16,16 @@ pub use text::render_text;
 
 use crate::model::{ProbeInfo, ProbeResult, Report, Row, Verdict};
 
+/// The probes of row `r` that escaped or could not be decided, with their results: the findings.
+pub(crate) fn notable<'a>(report: &'a Report, r: &'a Row) -> Vec<(&'a ProbeInfo, &'a ProbeResult)> {
+    report
+        .probes
+        .iter()
+        .filter_map(|p| result_of(r, p).map(|x| (p, x)))
+        .filter(|(_, x)| matches!(x.verdict, Verdict::Escaped | Verdict::Inconclusive))
+        .collect()
+}
+
 /// The result of `probe` in `row`, found by probe id (not by position, so a report whose rows
 /// miss a probe still renders).
 fn result_of<'a>(row: &'a Row, probe: &ProbeInfo) -> Option<&'a ProbeResult> {

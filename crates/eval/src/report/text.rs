@@ -300,12 +300,7 @@ fn render_findings(out: &mut String, report: &Report, color: bool) {
     *out += "   escaped and inconclusive probes\n";
     let mut any = false;
     for r in report.rows.iter().filter(|r| r.available) {
-        let notable: Vec<_> = report
-            .probes
-            .iter()
-            .filter_map(|p| result_of(r, p).map(|x| (p, x)))
-            .filter(|(_, x)| matches!(x.verdict, Verdict::Escaped | Verdict::Inconclusive))
-            .collect();
+        let notable = super::notable(report, r);
         if notable.is_empty() {
             continue;
         }
