@@ -14,5 +14,6 @@ pub use network::{NetMode, Network, PROXY_PORT};
 pub use spec::{LimitsSpec, MountSpec, NetworkSpec, PolicySpec};
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use validate::{
-    Access, Cpus, Env, Image, Limits, Mount, MountKind, Policy, Tier, DEFAULT_PATH, OPTIONAL_FIELDS,
+    image_name, Access, Cpus, Env, Image, Limits, Mount, MountKind, OciRuntime, Policy, Tier,
+    DEFAULT_PATH, OPTIONAL_FIELDS,
 };

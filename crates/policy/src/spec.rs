@@ -11,9 +11,13 @@ use crate::PolicyError;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
-    /// Isolation tier: `ns` (default) or `chroot`.
+    /// Isolation tier: `ns` (default), `chroot`, `wasm`, `oci`, `gvisor`, `nspawn`, `docker`, or
+    /// `auto` (the strongest tier available here that enforces the whole policy).
     pub tier: Option<String>,
-    /// `host` (default) or the absolute path of a root filesystem directory.
+    /// The `oci` tier's runtime: `runc` or `crun` (default: whichever is installed, crun first).
+    pub runtime: Option<String>,
+    /// `host` (default), an image of the store by name or digest, or the absolute path of a root
+    /// filesystem directory.
     pub image: Option<String>,
     /// A host directory bound read-write at `/workspace`.
     pub workspace: Option<String>,

@@ -25,14 +25,58 @@ pub enum Tier {
     /// A WebAssembly module under wasmtime with WASI: no system calls, only the capabilities the
     /// policy hands in (preopened directories, environment, stdio).
     Wasm,
+    /// An OCI bundle run by runc or crun (`runtime` picks which).
+    Oci,
+    /// The same OCI bundle run by gVisor's runsc: a user-space kernel.
+    Gvisor,
+    /// systemd-nspawn with the policy translated to its flags.
+    Nspawn,
+    /// A Docker Engine reached through its API.
+    Docker,
 }
 
 impl Tier {
+    /// Every tier, in the order `doctor` lists them.
+    pub const ALL: [Tier; 7] = [
+        Tier::Ns,
+        Tier::Chroot,
+        Tier::Wasm,
+        Tier::Oci,
+        Tier::Gvisor,
+        Tier::Nspawn,
+        Tier::Docker,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Tier::Ns => "ns",
             Tier::Chroot => "chroot",
             Tier::Wasm => "wasm",
+            Tier::Oci => "oci",
+            Tier::Gvisor => "gvisor",
+            Tier::Nspawn => "nspawn",
+            Tier::Docker => "docker",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// The OCI runtime of the `oci` tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OciRuntime {
+    Runc,
+    Crun,
+}
+
+impl OciRuntime {
+    pub fn name(self) -> &'static str {
+        match self {
+            OciRuntime::Runc => "runc",
+            OciRuntime::Crun => "crun",
         }
     }
 }
@@ -55,6 +99,9 @@ pub enum Image {
     Host,
     /// A root filesystem directory on the host, used as the lower layer of an overlay.
     Dir(PathBuf),
+    /// An image of agentbox's store (`agentbox image ls`), by name or `sha256:` digest; the
+    /// runtime resolves it to the store's read-only root filesystem.
+    Named(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +148,8 @@ pub type Env = Vec<(String, String)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub tier: Tier,
+    /// The `oci` tier's runtime (None: whichever is installed, crun first).
+    pub runtime: Option<OciRuntime>,
     pub image: Image,
     /// Workspace bind first (when given), then the user's mounts in order.
     pub mounts: Vec<Mount>,
@@ -130,21 +179,39 @@ impl Policy {
 impl PolicySpec {
     /// Validates the whole spec. `host_term` is the caller's TERM, the one variable passed through.
     pub fn validate(&self, host_term: Option<&str>) -> Result<Policy, PolicyError> {
-        let tier = match self.tier.as_deref().unwrap_or("ns") {
-            "ns" => Tier::Ns,
-            "chroot" => Tier::Chroot,
-            "wasm" => Tier::Wasm,
-            other => {
+        let tier_name = self.tier.as_deref().unwrap_or("ns");
+        let tier = Tier::from_name(tier_name).ok_or_else(|| {
+            let known: Vec<&str> = Tier::ALL.iter().map(|t| t.name()).collect();
+            let hint = if tier_name == "auto" {
+                "`auto` is resolved before validation (see agentbox_runtime::select)".to_string()
+            } else {
+                format!("unknown tier (known: {}, auto)", known.join(", "))
+            };
+            PolicyError::new("tier", tier_name, hint)
+        })?;
+        let runtime = match self.runtime.as_deref() {
+            None => None,
+            Some("runc") => Some(OciRuntime::Runc),
+            Some("crun") => Some(OciRuntime::Crun),
+            Some(other) => {
                 return Err(PolicyError::new(
-                    "tier",
+                    "runtime",
                     other,
-                    "unknown tier (known: ns, chroot, wasm)",
+                    "unknown OCI runtime (known: runc, crun)",
                 ))
             }
         };
+        if runtime.is_some() && tier != Tier::Oci {
+            return Err(PolicyError::new(
+                "runtime",
+                self.runtime.as_deref().unwrap_or_default(),
+                "only the oci tier takes a runtime",
+            ));
+        }
         let image = match self.image.as_deref().unwrap_or("host") {
             "host" => Image::Host,
-            dir => Image::Dir(absolute("image", dir)?),
+            path if path.starts_with('/') => Image::Dir(absolute("image", path)?),
+            name => Image::Named(image_name(name)?),
         };
         let network = crate::network::validate(self.network.as_ref())?;
         let limits = self.validate_limits()?;
@@ -211,6 +278,7 @@ impl PolicySpec {
         .collect();
         Ok(Policy {
             tier,
+            runtime,
             image,
             mounts,
             network,
@@ -327,6 +395,29 @@ fn size_in(
 }
 
 /// An absolute path without `..`, normalised (`.` and repeated slashes removed).
+/// An image name as the store knows it: `NAME[:TAG]` of letters, digits and `._-`, or a
+/// `sha256:` digest (or a unique prefix of one, at least 12 hex digits).
+pub fn image_name(text: &str) -> Result<String, PolicyError> {
+    let bad = |why: &str| Err(PolicyError::new("image", text, why));
+    if let Some(hex) = text.strip_prefix("sha256:") {
+        if hex.len() < 12 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("a digest is sha256: and 12 to 64 hex digits");
+        }
+        return Ok(text.to_ascii_lowercase());
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-:".contains(c);
+    if text.is_empty()
+        || text.len() > 128
+        || !text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !text.chars().all(ok_char)
+        || text.matches(':').count() > 1
+        || text.ends_with(':')
+    {
+        return bad("not an image name: `host`, an absolute directory, or NAME[:TAG] of letters, digits and ._- (see `agentbox image ls`)");
+    }
+    Ok(text.to_string())
+}
+
 fn absolute(field: &str, text: &str) -> Result<PathBuf, PolicyError> {
     let path = Path::new(text);
     if !path.is_absolute() {

@@ -82,6 +82,13 @@ pub fn open_sources(policy: &Policy) -> Result<Opened, RunError> {
             opened.owner.push((meta.uid(), meta.gid()));
         }
     }
+    if let Image::Named(name) = &policy.image {
+        return Err(RunError::invalid(
+            "image",
+            name,
+            "an image name must be resolved through the image store first",
+        ));
+    }
     if let Image::Dir(dir) = &policy.image {
         let meta = std::fs::metadata(dir).map_err(|e| RunError::invalid("image", dir, e))?;
         if !meta.is_dir() {

@@ -185,7 +185,7 @@ pub fn plan(
                 });
             }
         }
-        Image::Dir(_) => steps.push(Step::RootOverlay {
+        Image::Dir(_) | Image::Named(_) => steps.push(Step::RootOverlay {
             lower: Source::Opened(bind_count),
             size: disk,
         }),

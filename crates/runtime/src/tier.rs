@@ -31,7 +31,7 @@ pub struct Mechanisms {
 /// the supervisor's process (see `wasm`).
 pub fn mechanisms(tier: Tier) -> Option<Mechanisms> {
     match tier {
-        Tier::Wasm => None,
+        Tier::Wasm | Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => None,
         Tier::Ns => Some(Mechanisms {
             clone_flags: ns::USER | ns::MOUNT | ns::PID | ns::IPC | ns::UTS,
             flavour: Flavour::Namespaces,
@@ -75,6 +75,10 @@ pub fn check_enforceable(policy: &Policy) -> Result<(), RunError> {
         ),
         Tier::Chroot => Ok(()),
         Tier::Wasm => wasm_enforceable(policy),
+        Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => refuse(
+            "tier",
+            "this build does not drive external engines yet",
+        ),
     }
 }
 
