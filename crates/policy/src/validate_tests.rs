@@ -88,11 +88,37 @@ fn bad_values_name_field_and_value() {
         ),
         (
             PolicySpec {
-                image: Some("rootfs".into()),
+                image: Some("./rootfs".into()),
                 ..Default::default()
             },
             "image",
-            "rootfs",
+            "./rootfs",
+        ),
+        (
+            PolicySpec {
+                image: Some("sha256:abc".into()),
+                ..Default::default()
+            },
+            "image",
+            "sha256:abc",
+        ),
+        (
+            PolicySpec {
+                tier: Some("ns".into()),
+                runtime: Some("crun".into()),
+                ..Default::default()
+            },
+            "runtime",
+            "crun",
+        ),
+        (
+            PolicySpec {
+                tier: Some("oci".into()),
+                runtime: Some("youki".into()),
+                ..Default::default()
+            },
+            "runtime",
+            "youki",
         ),
         (
             PolicySpec {
@@ -283,4 +309,36 @@ fn duplicate_targets_are_refused() {
         ..Default::default()
     };
     assert_eq!(err(spec).field, "mounts.target");
+}
+
+#[test]
+fn image_names_tiers_and_runtimes() {
+    let v = |spec: PolicySpec| spec.validate(None).unwrap_or_else(|e| panic!("{e}"));
+    let p = v(PolicySpec {
+        image: Some("bookworm:minbase".into()),
+        tier: Some("oci".into()),
+        runtime: Some("runc".into()),
+        ..Default::default()
+    });
+    assert_eq!(p.image, Image::Named("bookworm:minbase".into()));
+    assert_eq!(p.tier, Tier::Oci);
+    assert_eq!(p.runtime, Some(crate::OciRuntime::Runc));
+    let p = v(PolicySpec {
+        image: Some("sha256:0123456789ABCDEF".into()),
+        ..Default::default()
+    });
+    assert_eq!(p.image, Image::Named("sha256:0123456789abcdef".into()));
+    for tier in Tier::ALL {
+        assert_eq!(Tier::from_name(tier.name()), Some(tier));
+    }
+    let auto = PolicySpec {
+        tier: Some("auto".into()),
+        ..Default::default()
+    }
+    .validate(None)
+    .unwrap_err();
+    assert!(
+        auto.to_string().contains("resolved before validation"),
+        "{auto}"
+    );
 }
