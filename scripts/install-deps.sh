@@ -5,10 +5,13 @@
 # curl and openssl (the network tests' clients and test certificate), chromium (headless, renders
 # the `agentbox eval` HTML report in crates/eval/tests/html_render.rs), clang + lld + wasi-libc +
 # libclang-rt-dev-wasm32 (compiler-rt builtins for wasm32: `clang --target=wasm32-wasi` builds the
-# C programs of crates/wasm/tests and bench/wasm.sh).
+# C programs of crates/wasm/tests and bench/wasm.sh); the engines of the oci, gvisor, nspawn and
+# docker tiers (runc, crun, runsc, systemd-container, docker.io) and debootstrap (`agentbox image
+# build`), which the conformance suite and the image tests run for real.
 set -euo pipefail
 missing=()
-for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl chromium clang lld wasi-libc libclang-rt-dev-wasm32; do
+for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl chromium clang lld wasi-libc libclang-rt-dev-wasm32 \
+    runc crun runsc systemd-container docker.io debootstrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,1 @@
+//! agentbox-docker (being written).

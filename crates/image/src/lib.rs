@@ -1,0 +1,1 @@
+//! agentbox-image (being written).

@@ -1,0 +1,1 @@
+//! agentbox-nspawn (being written).
