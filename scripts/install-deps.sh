@@ -11,7 +11,7 @@
 set -euo pipefail
 missing=()
 for pkg in python3 bubblewrap hyperfine util-linux iproute2 nftables curl openssl chromium clang lld wasi-libc libclang-rt-dev-wasm32 \
-    runc crun runsc systemd-container docker.io debootstrap; do
+    runc crun runsc systemd-container docker.io debootstrap busybox-static; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

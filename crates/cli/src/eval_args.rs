@@ -71,7 +71,7 @@ pub struct DoctorArgs {
 }
 
 pub fn doctor(args: DoctorArgs) -> i32 {
-    let found = doctor::examine();
+    let found = doctor::examine(cfg!(feature = "wasm"));
     if args.json {
         println!(
             "{}",

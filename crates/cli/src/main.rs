@@ -3,6 +3,7 @@
 //! that sets up the sandbox (the runtime refuses to fork from a threaded process).
 
 mod eval_args;
+mod image_cmd;
 mod run_args;
 mod sandbox_args;
 mod wasm_args;
@@ -58,6 +59,15 @@ enum Command {
     /// Reclaim what sandboxes whose supervisor was killed left behind: cgroups (and any process
     /// still in them) and uid slots.
     Gc,
+    /// Build, import, list and remove root filesystem images (Debian via debootstrap, OCI image
+    /// layouts, docker save tarballs). Exit codes: 125 bad input, 127 debootstrap missing, 123 failure.
+    Image {
+        #[command(subcommand)]
+        cmd: image_cmd::ImageCommand,
+        /// The image store (default: $AGENTBOX_IMAGES, else /var/lib/agentbox/images).
+        #[arg(long, global = true, value_name = "DIR")]
+        store: Option<std::path::PathBuf>,
+    },
     /// The set-up helper: runs a sandbox from a policy spec given as JSON in the environment
     /// variable AGENTBOX_SPEC_JSON. For callers that hold threads (the server), which must exec a
     /// fresh single-threaded process rather than fork themselves; see
@@ -87,6 +97,10 @@ enum Command {
     /// The sentinel process of `agentbox eval`: sleeps until killed; MARKER identifies it.
     #[command(name = "__sentinel", hide = true)]
     Sentinel { marker: String },
+    /// The first process of a persistent sandbox's container on an engine tier: reaps orphans
+    /// until SIGTERM, SIGINT or SIGHUP.
+    #[command(name = "__pause", hide = true)]
+    Pause,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +234,22 @@ fn sandbox_helper(args: SandboxArgs) -> i32 {
     }
 }
 
+fn pause() -> i32 {
+    use agentbox_sys::{process, signal};
+    if signal::block_all().is_err() {
+        return 125;
+    }
+    loop {
+        match signal::wait(None) {
+            Ok(Some(r)) if [signal::SIGTERM, signal::SIGINT, signal::SIGHUP].contains(&r.signo) => {
+                return 0
+            }
+            Ok(_) => while let Ok(Some(_)) = process::wait(-1, true) {},
+            Err(_) => return 125,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -246,9 +276,11 @@ fn main() -> ExitCode {
         Command::EvalCell => agentbox_eval::harness::cell::cell_main(),
         Command::Wasm(args) => wasm_args::wasm(args),
         Command::Sentinel { .. } => agentbox_eval::harness::cell::sentinel_main(),
+        Command::Pause => pause(),
         Command::Eval(args) => eval_args::eval(args),
         Command::Doctor(args) => eval_args::doctor(args),
         Command::Gc => gc(),
+        Command::Image { cmd, store } => image_cmd::run(cmd, store),
         Command::Serve(args) => serve(args),
         Command::Mcp(args) => mcp(args),
         Command::Create(args) => sandbox_args::create(*args),

@@ -29,13 +29,19 @@ pub struct PolicyArgs {
     /// Read the policy from this TOML file (unknown fields are refused); flags override it.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Isolation tier: ns (namespaces, seccomp, Landlock, cgroups: the default) or chroot (chroot
-    /// and an unprivileged uid only: not a security boundary).
+    /// Isolation tier: ns (namespaces, seccomp, Landlock, cgroups: the default), chroot (chroot
+    /// and an unprivileged uid only: not a security boundary), wasm (WASI modules), oci (runc or
+    /// crun), gvisor (runsc), nspawn (systemd-nspawn), docker (a Docker daemon), or auto (the
+    /// strongest available here that enforces the whole policy). `agentbox doctor` lists them.
     #[arg(long, value_name = "TIER")]
     tier: Option<String>,
-    /// Root filesystem: host (read-only views of the host's /usr, /bin, /lib* and a minimal /etc)
-    /// or the absolute path of a root filesystem directory (used as the lower layer of an overlay).
-    #[arg(long, value_name = "host|DIR")]
+    /// The oci tier's runtime: runc or crun (default: whichever works here, crun first).
+    #[arg(long, value_name = "runc|crun")]
+    runtime: Option<String>,
+    /// Root filesystem: host (read-only views of the host's /usr, /bin, /lib* and a minimal /etc),
+    /// an image of the store (`agentbox image ls`), or the absolute path of a root filesystem
+    /// directory; an image is the read-only lower layer of an ephemeral overlay.
+    #[arg(long, value_name = "host|NAME|DIR")]
     image: Option<String>,
     /// Bind this host directory read-write at /workspace (default: an empty, ephemeral /workspace).
     #[arg(long, value_name = "HOSTDIR")]
@@ -112,6 +118,7 @@ pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
         }
     };
     set(&mut spec.tier, &args.tier);
+    set(&mut spec.runtime, &args.runtime);
     set(&mut spec.image, &args.image);
     set(&mut spec.workspace, &args.workspace);
     set(&mut spec.cwd, &args.cwd);
@@ -186,9 +193,9 @@ pub fn run_spec(
     exit_record: Option<&std::path::Path>,
 ) -> i32 {
     let term = std::env::var("TERM").ok();
-    let policy = match spec.validate(term.as_deref()) {
+    let policy = match agentbox_runtime::select::validate(spec, term.as_deref()) {
         Ok(p) => p,
-        Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
+        Err(e) => return fail(e.exit_code(), format!("policy: {e}")),
     };
     match agentbox_runtime::run(&policy, command) {
         Ok(record) => {

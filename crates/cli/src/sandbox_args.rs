@@ -66,10 +66,11 @@ pub fn create(args: CreateArgs) -> i32 {
         Ok(spec) => spec,
         Err(message) => return fail(exit_code::INVALID_INPUT, message),
     };
-    let policy = match spec.validate(std::env::var("TERM").ok().as_deref()) {
-        Ok(p) => p,
-        Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
-    };
+    let policy =
+        match agentbox_runtime::select::validate(&spec, std::env::var("TERM").ok().as_deref()) {
+            Ok(p) => p,
+            Err(e) => return fail(e.exit_code(), format!("policy: {e}")),
+        };
     let duration = |flag: &str, text: Option<&str>| -> Result<Option<Duration>, i32> {
         match text.map(|t| (t, parse_duration(t))) {
             None => Ok(None),
@@ -260,9 +261,9 @@ pub fn create_from_environment() -> i32 {
         Ok(options) => options,
         Err(e) => return fail(e.exit_code(), e),
     };
-    let policy = match spec.validate(None) {
+    let policy = match agentbox_runtime::select::validate(&spec, None) {
         Ok(p) => p,
-        Err(e) => return fail(exit_code::INVALID_INPUT, format!("policy: {e}")),
+        Err(e) => return fail(e.exit_code(), format!("policy: {e}")),
     };
     match persistent::create(&policy, &options) {
         Ok(id) => {

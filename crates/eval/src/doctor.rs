@@ -70,7 +70,8 @@ pub struct Doctor {
     pub checks: Vec<Check>,
     pub tiers: Vec<TierStatus>,
     pub runtimes: Vec<Runtime>,
-    /// The strongest tier that can run here (`ns` > `chroot`).
+    /// The strongest tier that can run here (what `--tier auto` picks for a policy every tier
+    /// enforces).
     pub strongest: Option<String>,
 }
 
@@ -86,32 +87,84 @@ const NS_NEEDS: [&str; 7] = [
 ];
 
 /// Tiers that exist in the design but not in this build, with the runtimes they would drive.
-const UNBUILT_TIERS: [(&str, &[&str]); 6] = [
-    ("oci", &["runc", "crun"]),
-    ("gvisor", &["runsc"]),
-    ("docker", &["docker"]),
-    ("nspawn", &["systemd-nspawn"]),
-    ("microvm", &["qemu-system-x86_64"]),
-    ("wasm", &["wasmtime"]),
+const UNBUILT_TIERS: [(&str, &[&str]); 1] = [("microvm", &["qemu-system-x86_64"])];
+
+/// The tiers that drive an external engine: probed by the runtime (binary, version, daemon,
+/// platform), never hanging.
+const ENGINE_TIERS: [agentbox_policy::Tier; 4] = [
+    agentbox_policy::Tier::Oci,
+    agentbox_policy::Tier::Gvisor,
+    agentbox_policy::Tier::Nspawn,
+    agentbox_policy::Tier::Docker,
 ];
 
-/// Reads the host and reports what it can do. Read-only; takes a few hundred milliseconds (each
-/// `--version` is given at most two seconds).
-pub fn examine() -> Doctor {
+/// Reads the host and reports what it can do. Read-only apart from the engines' probes (gVisor's
+/// platform probe runs a trivial container once per boot); takes a few hundred milliseconds
+/// (each `--version` is given at most two seconds). `wasm`: whether this build embeds wasmtime.
+pub fn examine(wasm: bool) -> Doctor {
     let probes = kernel::SyscallProbes::run();
     let checks = kernel::checks(Path::new("/"), &probes);
     let runtimes = runtimes::examine();
-    assemble(checks, runtimes)
+    let engines = ENGINE_TIERS.iter().map(|t| engine_tier(*t)).collect();
+    assemble(checks, runtimes, engines, wasm)
 }
 
-/// Derives the tiers and the strongest one from the checks and runtimes.
-fn assemble(checks: Vec<Check>, runtimes: Vec<Runtime>) -> Doctor {
-    let mut tiers = vec![ns_tier(&checks), chroot_tier()];
+fn engine_tier(tier: agentbox_policy::Tier) -> TierStatus {
+    match agentbox_runtime::engine::availability(tier) {
+        Some(a) => {
+            let mut reason = match (&a.found, &a.reason) {
+                (_, Some(why)) if !a.available => why.clone(),
+                (Some(found), _) => found.clone(),
+                (None, _) => "available".into(),
+            };
+            for note in &a.notes {
+                let _ = write!(reason, "; {note}");
+            }
+            TierStatus {
+                tier: tier.name().into(),
+                available: a.available,
+                reason,
+                fix: if a.available { None } else { a.fix },
+            }
+        }
+        None => TierStatus {
+            tier: tier.name().into(),
+            available: false,
+            reason: "not an engine tier".into(),
+            fix: None,
+        },
+    }
+}
+
+fn wasm_tier(built: bool) -> TierStatus {
+    TierStatus {
+        tier: "wasm".into(),
+        available: built,
+        reason: if built {
+            "wasmtime embedded; runs WASI modules (not commands)".into()
+        } else {
+            "this build has no wasm engine".into()
+        },
+        fix: (!built).then(|| "build agentbox with the `wasm` feature (the default)".into()),
+    }
+}
+
+/// Derives the tiers and the strongest one from the checks, runtimes and engines.
+fn assemble(
+    checks: Vec<Check>,
+    runtimes: Vec<Runtime>,
+    engines: Vec<TierStatus>,
+    wasm: bool,
+) -> Doctor {
+    let mut tiers = vec![ns_tier(&checks), chroot_tier(), wasm_tier(wasm)];
+    tiers.extend(engines);
     for (tier, binaries) in UNBUILT_TIERS {
         tiers.push(unbuilt_tier(tier, binaries, &runtimes, &checks));
     }
-    let strongest = ["ns", "chroot"]
-        .into_iter()
+    // The order `--tier auto` picks in (see agentbox_runtime::select).
+    let strongest = agentbox_runtime::select::STRENGTH
+        .iter()
+        .map(|t| t.name())
         .find(|name| tiers.iter().any(|t| t.tier == *name && t.available))
         .map(str::to_string);
     Doctor {

@@ -33,6 +33,11 @@ pub struct Sandbox {
     /// uid and gid of the command inside the sandbox (0 is root of a user namespace where the
     /// engine has one, never the host's root).
     pub uid: u32,
+    /// The host ids the sandbox's user namespace maps its ids 0.. onto: (first host id, count),
+    /// a range private to this sandbox (the runtime's slot allocator gives 65536 ids). Required
+    /// by runc and crun (they refuse to run without one: no container root is ever host root);
+    /// runsc does not use it (gVisor's sentry has its own user namespace).
+    pub uid_range: Option<(u32, u32)>,
     pub hostname: String,
     pub limits: Limits,
     /// The reviewed allowlist (`agentbox_seccomp::DEFAULT_ALLOWLIST`), to translate into the
@@ -81,4 +86,15 @@ pub struct Limits {
     pub disk: Option<u64>,
     /// Wall-clock limit of the command.
     pub timeout: Option<Duration>,
+}
+
+/// One more process in a persistent sandbox: it gets the same confinement as the sandbox's first
+/// process (no capabilities, no new privileges, seccomp, rlimits), only these fields differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecProcess {
+    pub argv: Vec<String>,
+    /// Complete environment: nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub uid: u32,
 }

@@ -162,7 +162,7 @@ impl ExecSpec {
     }
 }
 
-fn report_and_exit(report: &OwnedFd, failure: &Failure) -> ! {
+pub(crate) fn report_and_exit(report: &OwnedFd, failure: &Failure) -> ! {
     let mut f = std::fs::File::from(
         report
             .try_clone()
@@ -174,7 +174,7 @@ fn report_and_exit(report: &OwnedFd, failure: &Failure) -> ! {
 
 /// Blocks until the supervisor sends `expected` on the go pipe (see `supervise`). Exits quietly if
 /// the supervisor died or gave up instead.
-fn wait_for(go: &OwnedFd, expected: u8) {
+pub(crate) fn wait_for(go: &OwnedFd, expected: u8) {
     let mut byte = [0u8; 1];
     let mut f = match go.try_clone() {
         Ok(fd) => std::fs::File::from(fd),
@@ -187,7 +187,7 @@ fn wait_for(go: &OwnedFd, expected: u8) {
 
 /// Closes every descriptor the child does not own (the supervisor's ends of pipes and sockets, the
 /// caller's stray fds), so that only the supervisor holds them and their EOF means what it says.
-fn keep_only_own_fds(spec: &ChildSpec) {
+pub(crate) fn keep_only_own_fds(spec: &ChildSpec) {
     let mut keep: Vec<i32> = vec![spec.go.as_raw_fd(), spec.report.as_raw_fd()];
     keep.extend(spec.opened.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(spec.net.iter().map(|fd| fd.as_raw_fd()));

@@ -4,6 +4,7 @@
 
 mod build;
 pub mod cgroup;
+pub mod engine;
 mod error;
 pub mod gc;
 pub mod helper;
@@ -14,6 +15,7 @@ pub mod persistent;
 pub mod plan;
 pub mod record;
 pub mod seccomp;
+pub mod select;
 mod serve;
 mod supervise;
 pub mod tier;

@@ -90,7 +90,7 @@ pub(crate) fn launch(
     })?;
     let exec = match &purpose {
         Purpose::Command(argv) => Some(ExecSpec::new(argv, &policy.env)?),
-        Purpose::Serve(_) if !mechanisms.pid_namespace => {
+        Purpose::Serve(_) if !mechanisms.pid_namespace && !mechanisms.engine => {
             return Err(RunError::Unenforceable {
                 tier: policy.tier.name(),
                 field: "tier",
@@ -124,6 +124,10 @@ pub(crate) fn launch(
     } else {
         (None, None)
     };
+    if mechanisms.engine {
+        // The engine's processes (runc, nspawn...) outlive a killed child: they come back here.
+        process::set_child_subreaper().map_err(|e| RunError::setup("subreaper", e))?;
+    }
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
     let child = match process::fork_with_namespaces(mechanisms.clone_flags) {
         Err(e) => {
@@ -167,8 +171,11 @@ pub(crate) fn launch(
             reaped: false,
             cgroup: None,
             net: None,
-            uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups)
+            uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups && !mechanisms.engine)
                 .then_some(slot.base + policy.user),
+            engine: mechanisms
+                .engine
+                .then(|| (policy.tier, crate::engine::container_name(slot.base))),
         },
         slot,
         mask,
@@ -184,14 +191,17 @@ pub(crate) fn launch(
         // The last uid of the slot: no sandbox process has it (users stop below 65534).
         proxy_uid: base + uidmap::RANGE - 1,
     });
-    let result = launched.sandbox.start(
-        policy,
-        mechanisms.user_namespace.then_some(base),
-        &opened,
-        hierarchy.as_ref(),
-        go_write,
-        network,
-    );
+    let ids = if mechanisms.user_namespace {
+        Ids::ChildNamespace(base)
+    } else if mechanisms.engine && crate::engine::idmaps_root(policy.tier) {
+        Ids::SlotMapping(base)
+    } else {
+        Ids::Host
+    };
+    let result =
+        launched
+            .sandbox
+            .start(policy, ids, &opened, hierarchy.as_ref(), go_write, network);
     drop(opened);
     match result {
         Ok(()) => {
@@ -286,6 +296,20 @@ pub(crate) struct Sandbox {
     /// Without a pid namespace or cgroup (chroot tier), the host uid that only this sandbox's
     /// processes hold: killing "every process of that uid" is killing the sandbox.
     uid_sweep: Option<u32>,
+    /// An engine tier's container (tier, name): removed by name at the end, whatever happened to
+    /// the child that started it.
+    engine: Option<(agentbox_policy::Tier, String)>,
+}
+
+/// How the sandbox's ids relate to the host's.
+enum Ids {
+    /// The child is in a user namespace of its own, mapped to the slot starting here.
+    ChildNamespace(u32),
+    /// An engine maps the payload to the slot starting here; binds and the image are idmapped
+    /// through a namespace with the same mapping.
+    SlotMapping(u32),
+    /// Host ids (chroot; engines without a user namespace).
+    Host,
 }
 
 impl Sandbox {
@@ -310,22 +334,28 @@ impl Sandbox {
     fn start(
         &mut self,
         policy: &Policy,
-        map_ids_to: Option<u32>,
+        ids: Ids,
         opened: &host::Opened,
         hierarchy: Option<&cgroup::Hierarchy>,
         go: OwnedFd,
         network: Option<NetStart>,
     ) -> Result<(), RunError> {
         let mut go = std::fs::File::from(go);
-        if let Some(uid_base) = map_ids_to {
-            uidmap::write_maps(self.child, uid_base)?;
-            let userns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/user", self.child))
-                .map_err(|e| RunError::setup("open user namespace", e))?
-                .into();
-            let writer = uid_base + policy.user;
-            opened.restrict(Some((&userns, (writer, writer))))?;
-        } else {
-            opened.restrict(None)?;
+        match ids {
+            Ids::ChildNamespace(uid_base) => {
+                uidmap::write_maps(self.child, uid_base)?;
+                let userns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/user", self.child))
+                    .map_err(|e| RunError::setup("open user namespace", e))?
+                    .into();
+                let writer = uid_base + policy.user;
+                opened.restrict(Some((&userns, (writer, writer))))?;
+            }
+            Ids::SlotMapping(uid_base) => {
+                let userns = uidmap::slot_userns(uid_base)?;
+                let writer = uid_base + policy.user;
+                opened.restrict(Some((&userns, (writer, writer))))?;
+            }
+            Ids::Host => opened.restrict(None)?,
         }
         go.write_all(&[MAPPED])
             .map_err(|e| RunError::setup("release child", e))?;
@@ -424,6 +454,12 @@ impl Sandbox {
         if !own_pid_namespace {
             self.kill_everything();
         }
+        let engine = self.engine.take().map_or(Ok(()), |(tier, name)| {
+            let destroyed = crate::engine::destroy(tier, &name);
+            // The engine's orphans were reparented here (subreaper): reap them.
+            while let Ok(Some(_)) = process::wait(-1, true) {}
+            destroyed
+        });
         let network = self.net.take().map_or(Ok(()), net::Attached::tear_down);
         let (events, removed) = match self.cgroup.take() {
             None => (CgroupEvents::default(), Ok(())),
@@ -437,7 +473,7 @@ impl Sandbox {
                 )
             }
         };
-        (events, removed.and(network))
+        (events, removed.and(network).and(engine))
     }
 }
 

@@ -25,13 +25,27 @@ pub struct Mechanisms {
     pub seccomp: &'static [SockFilter],
     /// What the forked child runs.
     pub child: fn(ChildSpec<'_>) -> !,
+    /// An engine tier: the child drives an external runtime (see `engine`).
+    pub engine: bool,
 }
 
 /// The mechanisms of a tier that runs processes; None for the wasm tier, which runs modules in
 /// the supervisor's process (see `wasm`).
 pub fn mechanisms(tier: Tier) -> Option<Mechanisms> {
     match tier {
-        Tier::Wasm | Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => None,
+        Tier::Wasm => None,
+        Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => Some(Mechanisms {
+            // A private mount namespace for the root it builds; the engine makes the rest.
+            clone_flags: ns::MOUNT,
+            // No /proc or devpts of agentbox's: the engine mounts its own.
+            flavour: Flavour::Chroot,
+            user_namespace: false,
+            pid_namespace: false,
+            cgroups: crate::engine::payload_in_caller_cgroup(tier),
+            seccomp: &[],
+            child: crate::engine::child,
+            engine: true,
+        }),
         Tier::Ns => Some(Mechanisms {
             clone_flags: ns::USER | ns::MOUNT | ns::PID | ns::IPC | ns::UTS,
             flavour: Flavour::Namespaces,
@@ -40,6 +54,7 @@ pub fn mechanisms(tier: Tier) -> Option<Mechanisms> {
             cgroups: true,
             seccomp: seccomp::default_program(),
             child: launch::ns_child,
+            engine: false,
         }),
         Tier::Chroot => Some(Mechanisms {
             clone_flags: ns::MOUNT,
@@ -49,6 +64,7 @@ pub fn mechanisms(tier: Tier) -> Option<Mechanisms> {
             cgroups: false,
             seccomp: &[],
             child: launch::chroot_child,
+            engine: false,
         }),
     }
 }
@@ -75,10 +91,15 @@ pub fn check_enforceable(policy: &Policy) -> Result<(), RunError> {
         ),
         Tier::Chroot => Ok(()),
         Tier::Wasm => wasm_enforceable(policy),
-        Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => refuse(
-            "tier",
-            "this build does not drive external engines yet",
-        ),
+        Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => {
+            if policy.insists_on("limits.fuel") {
+                return refuse(
+                    "limits.fuel",
+                    "fuel is the wasm tier's CPU budget; use limits.cpus or limits.timeout here",
+                );
+            }
+            crate::engine::check(policy)
+        }
     }
 }
 

@@ -107,6 +107,16 @@ pub fn write_maps(pid: i32, base: u32) -> Result<(), RunError> {
     Ok(())
 }
 
+/// A user namespace with the slot's mapping (`0 base RANGE`), made without a sandbox in it: the
+/// engine tiers' containers get that mapping from their runtime, and binds and images are
+/// idmapped through this one so that they show the same owners inside.
+pub fn slot_userns(base: u32) -> Result<std::os::fd::OwnedFd, RunError> {
+    parked_userns(
+        &format!("0 {base} {RANGE}\n"),
+        &format!("0 {base} {RANGE}\n"),
+    )
+}
+
 /// A user namespace mapping only the host ids `owner` (uid, gid) to `writer` (uid, gid), for
 /// idmapping a read-write bind: the sandbox's writer then owns the files of the directory's owner
 /// and everything it creates there belongs to that owner on the host, like any other file of the
@@ -116,6 +126,15 @@ pub fn owner_userns(
     owner: (u32, u32),
     writer: (u32, u32),
 ) -> Result<std::os::fd::OwnedFd, RunError> {
+    parked_userns(
+        &format!("{} {} 1\n", owner.0, writer.0),
+        &format!("{} {} 1\n", owner.1, writer.1),
+    )
+}
+
+/// A user namespace with these maps, made by a short-lived child parked on a pipe while its maps
+/// are written, then released.
+fn parked_userns(uid_map: &str, gid_map: &str) -> Result<std::os::fd::OwnedFd, RunError> {
     use agentbox_sys::process::{self, ns, Fork};
     let (park, release) = agentbox_sys::fd::pipe().map_err(|e| RunError::setup("pipe", e))?;
     match process::fork_with_namespaces(ns::USER)
@@ -130,14 +149,8 @@ pub fn owner_userns(
         Fork::Parent(pid) => {
             drop(park);
             let result = (|| {
-                std::fs::write(
-                    format!("/proc/{pid}/uid_map"),
-                    format!("{} {} 1\n", owner.0, writer.0),
-                )?;
-                std::fs::write(
-                    format!("/proc/{pid}/gid_map"),
-                    format!("{} {} 1\n", owner.1, writer.1),
-                )?;
+                std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+                std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
                 std::fs::File::open(format!("/proc/{pid}/ns/user"))
             })();
             drop(release);

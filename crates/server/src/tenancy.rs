@@ -103,13 +103,13 @@ pub fn check_policy(spec: &PolicySpec) -> Result<u64, ApiError> {
             ));
         }
     }
-    if spec.image.as_deref().is_some_and(|i| i != "host") {
+    if spec.image.as_deref().is_some_and(|i| i.starts_with('/')) {
         return Err(ApiError::invalid(
-            "policy.image: only \"host\" can be used through the API",
+            "policy.image: a host directory cannot be used through the API; use \"host\" or an \
+             image of the store (agentbox image ls)",
         ));
     }
-    let policy = spec
-        .validate(None)
+    let policy = agentbox_runtime::select::validate(spec, None)
         .map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
     Ok(policy.limits.memory)
 }

@@ -182,6 +182,12 @@ pub fn set_parent_death_signal(signal: i32) -> Result<(), SysError> {
     )
 }
 
+/// Makes this process the reaper of its orphaned descendants (instead of the host's init), so
+/// that processes an engine leaves when its driver dies are reparented here and reaped.
+pub fn set_child_subreaper() -> Result<(), SysError> {
+    prctl(libc::PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
+}
+
 /// Sets `no_new_privs`: execve can never grant privileges again (setuid bits, file caps).
 pub fn set_no_new_privs() -> Result<(), SysError> {
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")

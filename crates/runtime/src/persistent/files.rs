@@ -16,7 +16,7 @@ fn transfer_error(e: transfer::TransferError) -> RunError {
 /// Files are created with the sandbox user's ids (a host root's id is not mapped inside).
 pub fn copy_in(target: &str, host_src: &Path, sandbox_dst: &Path) -> Result<u64, RunError> {
     let state = state::find(target)?;
-    let root = transfer::open_root(state.init).map_err(transfer_error)?;
+    let root = state.open_root()?;
     let owner = state.uid_base + state.user;
     // The host side is read with the same ids: a file only host root may read is refused, which
     // also keeps a sandbox from being handed what its user could not read.
@@ -29,6 +29,6 @@ pub fn copy_in(target: &str, host_src: &Path, sandbox_dst: &Path) -> Result<u64,
 /// Copies `sandbox_src` of sandbox `target` to a host path; returns the bytes copied.
 pub fn copy_out(target: &str, sandbox_src: &Path, host_dst: &Path) -> Result<u64, RunError> {
     let state = state::find(target)?;
-    let root = transfer::open_root(state.init).map_err(transfer_error)?;
+    let root = state.open_root()?;
     transfer::copy_out(&root, sandbox_src, host_dst).map_err(transfer_error)
 }

@@ -28,6 +28,16 @@ pub struct State {
     /// The API tenant that created it (none from the CLI).
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Where the sandbox's root is, seen from its init: `/` for the ns tier (the init's own
+    /// root); on an engine tier the init is agentbox's driver, whose private mount namespace
+    /// holds the root it built at this path. None: the files are out of agentbox's reach (a
+    /// Docker daemon's container).
+    #[serde(default = "slash")]
+    pub root: Option<PathBuf>,
+}
+
+fn slash() -> Option<PathBuf> {
+    Some(PathBuf::from("/"))
 }
 
 /// Whether the sandbox's supervisor still runs.
@@ -39,6 +49,27 @@ pub enum Health {
 }
 
 impl State {
+    /// The sandbox's root directory, for file transfer (every path is then resolved inside it).
+    pub fn open_root(&self) -> Result<std::os::fd::OwnedFd, RunError> {
+        let Some(root) = &self.root else {
+            return Err(RunError::Unenforceable {
+                tier: if self.tier == "gvisor" {
+                    "gvisor"
+                } else {
+                    "docker"
+                },
+                field: "files",
+                reason: "agentbox cannot reach this engine's container files safely (gVisor \
+                         caches them, a Docker daemon owns them): copy with exec (cat, tar)"
+                    .into(),
+            });
+        };
+        let relative = root.strip_prefix("/").unwrap_or(root);
+        let path = PathBuf::from(format!("/proc/{}/root", self.init)).join(relative);
+        agentbox_sys::resolve::open(&path, agentbox_sys::resolve::OpenFlags::PATH.directory(), 0)
+            .map_err(|e| RunError::setup(format!("sandbox {} root", self.id), e))
+    }
+
     pub fn dir(&self) -> PathBuf {
         dir_of(&self.id)
     }

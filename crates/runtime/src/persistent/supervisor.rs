@@ -65,6 +65,15 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
             ));
         }
     }
+    if policy.tier == agentbox_policy::Tier::Nspawn {
+        return Err(RunError::Unenforceable {
+            tier: "nspawn",
+            field: "tier",
+            reason: "systemd-nspawn cannot run a second command in a running container without a \
+                     systemd host; create persistent sandboxes with --tier oci, gvisor, docker or ns"
+                .into(),
+        });
+    }
     // A wasm sandbox is an ns sandbox whose execs run modules (see `wasm`).
     let (layered, wasm) = match policy.tier {
         agentbox_policy::Tier::Wasm => {
@@ -192,6 +201,7 @@ fn supervise(
         user: policy.user,
         cgroups: launched.sandbox.cgroup_dirs(),
         tenant: options.tenant.clone(),
+        root: crate::engine::root_seen_by_init(policy),
     };
     let listener = match msg::listen(&state.socket()).and_then(|l| {
         std::fs::set_permissions(

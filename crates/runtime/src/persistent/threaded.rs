@@ -230,8 +230,7 @@ fn as_sandbox_user<T>(state: &State, f: impl FnOnce() -> T) -> T {
 }
 
 fn root_of(state: &State) -> Result<OwnedFd, RunError> {
-    crate::transfer::open_root(state.init)
-        .map_err(|e| RunError::setup(format!("sandbox {}", state.id), e))
+    state.open_root()
 }
 
 fn in_sandbox(path: &Path, op: &str, e: agentbox_sys::SysError) -> RunError {

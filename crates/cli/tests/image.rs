@@ -1,0 +1,212 @@
+//! `agentbox image import | ls | rm` against a temporary store (AGENTBOX_IMAGES).
+//! Archives are made with the system `tar` and `sha256sum`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn agentbox(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentbox"))
+        .args(args)
+        .env("AGENTBOX_IMAGES", store)
+        .output()
+        .unwrap()
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Stores `path` as a blob of the OCI layout at `dir`; returns its digest and size.
+fn blob(dir: &Path, path: &Path) -> (String, u64) {
+    let hex = sha256(path);
+    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    fs::copy(path, dir.join("blobs/sha256").join(&hex)).unwrap();
+    (format!("sha256:{hex}"), fs::metadata(path).unwrap().len())
+}
+
+fn json_blob(dir: &Path, value: serde_json::Value) -> (String, u64) {
+    let tmp = dir.join("tmp.json");
+    fs::write(&tmp, serde_json::to_vec(&value).unwrap()).unwrap();
+    let out = blob(dir, &tmp);
+    fs::remove_file(tmp).unwrap();
+    out
+}
+
+/// An OCI layout tarball holding one layer with `etc/greeting`, named `greeter:1`.
+fn oci_tarball(work: &Path) -> (std::path::PathBuf, String) {
+    let tree = work.join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/greeting"), "hello\n").unwrap();
+    let layer = work.join("layer.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let layout = work.join("layout");
+    let (layer_digest, layer_size) = blob(&layout, &layer);
+    let (config_digest, config_size) = json_blob(
+        &layout,
+        serde_json::json!({"os": "linux", "architecture": "amd64",
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}),
+    );
+    let (manifest_digest, manifest_size) = json_blob(
+        &layout,
+        serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]}),
+    );
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion": "1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "greeter:1"}}]});
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let tarball = work.join("image.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    (tarball, manifest_digest)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exit 125 with exactly one `agentbox: image: ` line on stderr and nothing on stdout.
+fn assert_bad_input(o: &Output, needle: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.starts_with("agentbox: image: "), "{err}");
+    assert!(err.contains(needle), "{err} should mention {needle}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn import_ls_rm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let (tarball, digest) = oci_tarball(tmp.path());
+
+    let o = agentbox(&store, &["image", "import", tarball.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), format!("greeter:1 {digest}"));
+    let o = agentbox(
+        &store,
+        &[
+            "image",
+            "import",
+            tarball.to_str().unwrap(),
+            "--name",
+            "copy",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+
+    let o = agentbox(&store, &["image", "ls"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("DIGEST") && lines[0].contains("SOURCE")
+    );
+    assert!(
+        lines[1].starts_with("copy ") && lines[1].contains(&digest[7..19]),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("greeter:1 ") && lines[2].contains("oci-layout"),
+        "{out}"
+    );
+
+    let o = agentbox(&store, &["image", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[1]["name"], "greeter:1");
+    assert_eq!(list[1]["digest"], digest.as_str());
+    let rootfs = list[1]["rootfs"].as_str().unwrap().to_string();
+    assert_eq!(
+        fs::read_to_string(Path::new(&rootfs).join("etc/greeting")).unwrap(),
+        "hello\n"
+    );
+
+    // --store overrides AGENTBOX_IMAGES.
+    let other = tmp.path().join("other");
+    let o = agentbox(
+        &store,
+        &["image", "ls", "--json", "--store", other.to_str().unwrap()],
+    );
+    assert_eq!(text(&o.stdout).trim(), "[]");
+
+    let o = agentbox(&store, &["image", "rm", "greeter:1", "copy"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert!(!Path::new(&rootfs).exists());
+    let o = agentbox(&store, &["image", "ls", "--json"]);
+    assert_eq!(text(&o.stdout).trim(), "[]");
+
+    let o = agentbox(&store, &["image", "rm", "greeter:1"]);
+    assert_bad_input(&o, "greeter:1");
+}
+
+#[test]
+fn bad_input_exits_125_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let missing = tmp.path().join("missing.tar");
+    let o = agentbox(&store, &["image", "import", missing.to_str().unwrap()]);
+    assert_bad_input(&o, "missing.tar");
+
+    let junk = tmp.path().join("junk.tar");
+    fs::write(&junk, vec![b'x'; 2000]).unwrap();
+    let o = agentbox(&store, &["image", "import", junk.to_str().unwrap()]);
+    assert_bad_input(&o, "junk.tar");
+
+    let (tarball, _) = oci_tarball(tmp.path());
+    let o = agentbox(
+        &store,
+        &[
+            "image",
+            "import",
+            tarball.to_str().unwrap(),
+            "--name",
+            "no/slash",
+        ],
+    );
+    assert_bad_input(&o, "no/slash");
+
+    let o = agentbox(
+        &store,
+        &["image", "build", "x", "--debian", "bookworm;reboot"],
+    );
+    assert_bad_input(&o, "suite");
+
+    assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(store.join("content/sha256")).unwrap().count(),
+        0
+    );
+}

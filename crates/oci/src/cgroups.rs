@@ -1,0 +1,131 @@
+//! Where a container's cgroups live on the host, and the two things agentbox reads or does there
+//! itself: whether the memory limit killed something (OOM) and removing what a runtime left. The
+//! runtimes create and configure the cgroups; this module never writes a limit.
+
+use std::path::{Path, PathBuf};
+
+/// The cgroup mount root.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The parent of every agentbox OCI container's cgroup (relative to each hierarchy's root).
+pub const CGROUP_PARENT: &str = "agentbox-oci";
+
+/// The `linux.cgroupsPath` of container `id`.
+pub fn cgroups_path(id: &str) -> PathBuf {
+    Path::new("/").join(CGROUP_PARENT).join(id)
+}
+
+/// Every cgroup directory named after `id` under the hierarchies (at depth 1 to 3), on v1 and v2.
+pub fn container_cgroups(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(hierarchies) = std::fs::read_dir(CGROUP_ROOT) else {
+        return found;
+    };
+    for h in hierarchies.flatten() {
+        find_named(&h.path(), id, 3, &mut found);
+    }
+    let direct = Path::new(CGROUP_ROOT).join(CGROUP_PARENT).join(id);
+    if direct.is_dir() && !found.contains(&direct) {
+        found.push(direct);
+    }
+    found
+}
+
+fn find_named(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = e.path();
+        if e.file_name().to_str().is_some_and(|n| n.contains(name)) {
+            out.push(path);
+        } else {
+            find_named(&path, name, depth - 1, out);
+        }
+    }
+}
+
+/// Whether the kernel's OOM killer acted in container `id`'s memory cgroup (v1 `oom_kill` count
+/// in memory.oom_control, v2 `oom_kill` in memory.events). Read before the runtime deletes it.
+pub fn oom_killed(id: &str) -> bool {
+    let v1 = Path::new(CGROUP_ROOT)
+        .join("memory")
+        .join(CGROUP_PARENT)
+        .join(id);
+    let v2 = Path::new(CGROUP_ROOT).join(CGROUP_PARENT).join(id);
+    [v1.join("memory.oom_control"), v2.join("memory.events")]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|text| {
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+}
+
+/// Kills what is left in container `id`'s cgroups and removes them (deepest first). Returns the
+/// directories it could not remove.
+pub fn remove_container_cgroups(id: &str) -> Vec<PathBuf> {
+    let mut dirs = container_cgroups(id);
+    // Children before parents.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let mut left = Vec::new();
+    for dir in dirs {
+        remove_tree(&dir);
+        if dir.exists() {
+            left.push(dir);
+        }
+    }
+    left
+}
+
+/// Mount points of cgroup file systems in this mount namespace.
+fn cgroup_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split(' ').next()?;
+            let point = before.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+fn remove_tree(dir: &Path) {
+    // A runtime that believes a directory is a hierarchy (crun with the unmounted cgroup2's
+    // mount point, a plain directory of the /sys/fs/cgroup tmpfs) makes plain directories there.
+    if !cgroup_mounts().iter().any(|m| dir.starts_with(m)) {
+        let _ = std::fs::remove_dir_all(dir);
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = agentbox_sys::process::kill(pid, 9);
+            }
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

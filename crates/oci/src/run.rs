@@ -1,0 +1,472 @@
+//! The driver: writes a sandbox's bundle, runs it with runc, crun or runsc, maps how it ended,
+//! and always removes what the runtime made (container state, cgroups, processes). Also the
+//! persistent-sandbox primitives: create, exec, kill, state, destroy.
+//!
+//! Layout: each runtime keeps its state under `/run/agentbox/oci/<runtime>` (so a container can
+//! be destroyed knowing only its name); the bundle (`config.json`) and the runtime's own error log
+//! are in the sandbox's `state_dir`; exec process files in `/run/agentbox/oci/exec/<id>`.
+//! A runtime's own failure (as opposed to the command's exit status) is read from its JSON log,
+//! so the caller's stdin/stdout/stderr go to the container untouched.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentbox_policy::{NetMode, Policy};
+
+use crate::process::{capture, kill_mentioning, poll_interval, wait_with_timeout};
+use crate::runtimes::Runtime;
+use crate::{bundle, cgroups, EngineError, ExecProcess, Outcome, Sandbox};
+
+/// Where the runtimes keep their state and agentbox its exec process files.
+pub const STATE_BASE: &str = "/run/agentbox/oci";
+/// How long a runtime's helper command (`kill`, `delete`, `state`) may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long starting a detached container may take.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The state directory (`--root`) of `runtime`.
+pub fn runtime_root(runtime: &Runtime) -> PathBuf {
+    Path::new(STATE_BASE).join(runtime.name())
+}
+
+fn exec_dir(id: &str) -> PathBuf {
+    Path::new(STATE_BASE).join("exec").join(id)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Policy fields no OCI runtime can enforce here.
+pub fn check(policy: &Policy) -> Result<(), EngineError> {
+    let engine = policy.tier.name();
+    if policy.network.mode != NetMode::None {
+        return Err(EngineError::Unenforceable {
+            engine,
+            field: "network.mode",
+            reason: "the OCI runtimes run with an empty network namespace only".into(),
+        });
+    }
+    if policy.insists_on("limits.fuel") {
+        return Err(EngineError::Unenforceable {
+            engine,
+            field: "limits.fuel",
+            reason: "fuel is a wasm-tier CPU budget; OCI runtimes run native code".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `sandbox.argv` to completion with the caller's stdio; removes the container after.
+pub fn run(sandbox: &Sandbox, runtime: &Runtime) -> Result<Outcome, EngineError> {
+    let bundle = write_bundle(sandbox, runtime)?;
+    let log = bundle.join("runtime.log");
+    let result = run_container(sandbox, runtime, &bundle, &log);
+    let cleaned = cleanup(&sandbox.id, runtime);
+    let _ = std::fs::remove_file(bundle.join("config.json"));
+    let outcome = result?;
+    cleaned?;
+    Ok(outcome)
+}
+
+fn run_container(
+    sandbox: &Sandbox,
+    runtime: &Runtime,
+    bundle: &Path,
+    log: &Path,
+) -> Result<Outcome, EngineError> {
+    let root = runtime_root(runtime);
+    std::fs::create_dir_all(&root).map_err(io_error(&root))?;
+    let _ = std::fs::remove_file(log);
+    let mut cmd = runtime.command(&root, log);
+    cmd.arg("run").arg("--bundle").arg(bundle).arg(&sandbox.id);
+    let mut child = cmd.spawn().map_err(|e| EngineError::Unavailable {
+        engine: runtime.name(),
+        reason: e.to_string(),
+    })?;
+    let status = match sandbox.limits.timeout {
+        Some(limit) => wait_with_timeout_or_kill(&mut child, limit, &sandbox.id, runtime)?,
+        None => Some(child.wait().map_err(|e| EngineError::Setup {
+            step: format!("waiting for {}", runtime.name()),
+            message: e.to_string(),
+        })?),
+    };
+    let oom = cgroups::oom_killed(&sandbox.id);
+    let Some(status) = status else {
+        return Ok(Outcome {
+            code: None,
+            signal: Some(9),
+            timed_out: true,
+            oom,
+        });
+    };
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        return Ok(Outcome {
+            code: None,
+            signal: Some(signal),
+            timed_out: false,
+            oom,
+        });
+    }
+    let code = status.code().unwrap_or(-1);
+    if code != 0 {
+        if let Some(message) = runtime_error(log) {
+            return Err(classify(runtime, &message));
+        }
+    }
+    Ok(Outcome {
+        code: Some(code),
+        // The runtimes report a command killed by signal N as exit status 128+N, like a shell;
+        // only the OOM killer's SIGKILL is known for sure.
+        signal: (oom && code == 137).then_some(9),
+        timed_out: false,
+        oom,
+    })
+}
+
+/// Waits up to `limit`; past it kills the container (then the runtime client) and returns None.
+fn wait_with_timeout_or_kill(
+    child: &mut std::process::Child,
+    limit: Duration,
+    id: &str,
+    runtime: &Runtime,
+) -> Result<Option<std::process::ExitStatus>, EngineError> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) if start.elapsed() >= limit => break,
+            Ok(None) => std::thread::sleep(poll_interval(start.elapsed())),
+            Err(e) => {
+                return Err(EngineError::Setup {
+                    step: format!("waiting for {}", runtime.name()),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    let _ = kill(id, runtime, 9);
+    // The client exits once the container's init is gone; if it does not, it is killed too.
+    let _ = wait_with_timeout(child, Duration::from_secs(5))?;
+    Ok(None)
+}
+
+/// The runtime's own error, from its JSON log (`{"level":"error","msg":...}` lines).
+fn runtime_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let messages: Vec<String> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| {
+            matches!(
+                v.get("level").and_then(|l| l.as_str()),
+                Some("error" | "fatal")
+            )
+        })
+        .filter_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+        .collect();
+    messages.last().cloned()
+}
+
+/// A runtime failure as the engine's error: a command that does not exist or cannot run is a
+/// `Command` error (agentbox exits 127 / 126), anything else a setup failure.
+fn classify(runtime: &Runtime, message: &str) -> EngineError {
+    let lower = message.to_lowercase();
+    let not_found = lower.contains("executable file not found")
+        || lower.contains("no such file or directory")
+        || lower.contains("not found in $path");
+    let cannot_execute = lower.contains("permission denied")
+        || lower.contains("exec format error")
+        || lower.contains("is a directory");
+    let exec_step = lower.contains("exec")
+        || lower.contains("executable")
+        // runsc: "creating process: failed to load /x: no such file or directory".
+        || lower.contains("failed to load")
+        || lower.contains("start container process");
+    if exec_step && (not_found || cannot_execute) {
+        return EngineError::Command {
+            not_found,
+            message: message.to_string(),
+        };
+    }
+    EngineError::Setup {
+        step: format!("{} run", runtime.name()),
+        message: message.to_string(),
+    }
+}
+
+/// Writes `config.json` into the sandbox's state directory and makes the root ready: the
+/// symlinks and every mount point exist, and the root directory belongs to the sandbox's user
+/// (runc and crun: the mapped uid), so it can write there as on the `ns` tier.
+fn write_bundle(sandbox: &Sandbox, runtime: &Runtime) -> Result<PathBuf, EngineError> {
+    let spec = bundle::spec(sandbox, runtime)?;
+    let dir = sandbox.state_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    prepare_rootfs(sandbox, runtime)?;
+    let json = serde_json::to_vec_pretty(&spec).map_err(|e| EngineError::Setup {
+        step: "writing config.json".into(),
+        message: e.to_string(),
+    })?;
+    let config = dir.join("config.json");
+    std::fs::write(&config, json).map_err(io_error(&config))?;
+    Ok(dir)
+}
+
+/// `path` (absolute, inside the sandbox) under the root directory.
+fn inside(root: &Path, path: &Path) -> Result<PathBuf, EngineError> {
+    let mut out = root.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(EngineError::Setup {
+                    step: "preparing the root".into(),
+                    message: format!("{}: `..` is not allowed", path.display()),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn prepare_rootfs(sandbox: &Sandbox, runtime: &Runtime) -> Result<(), EngineError> {
+    let root = &sandbox.rootfs;
+    for (path, target) in &sandbox.symlinks {
+        let link = inside(root, path)?;
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        std::os::unix::fs::symlink(target, &link).map_err(io_error(&link))?;
+    }
+    let mut dirs: Vec<PathBuf> = ["/proc", "/dev", "/sys", "/tmp"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    dirs.extend(sandbox.tmpfs.iter().map(|t| t.target.clone()));
+    for b in &sandbox.binds {
+        if b.source.is_dir() {
+            dirs.push(b.target.clone());
+        } else {
+            let file = inside(root, &b.target)?;
+            if file.symlink_metadata().is_err() {
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+                }
+                std::fs::write(&file, b"").map_err(io_error(&file))?;
+            }
+        }
+    }
+    for d in dirs {
+        let dir = inside(root, &d)?;
+        // A symlink there (e.g. /bin -> usr/bin) is resolved by the runtime inside the root.
+        if dir.symlink_metadata().is_err() {
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+    }
+    let tmp = inside(root, Path::new("/tmp"))?;
+    if tmp.is_dir() {
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777));
+    }
+    if let (Some((host, _)), false) = (sandbox.uid_range, matches!(runtime, Runtime::Runsc { .. }))
+    {
+        let owner = host.saturating_add(sandbox.uid);
+        std::os::unix::fs::chown(root, Some(owner), Some(owner)).map_err(io_error(root))?;
+    }
+    Ok(())
+}
+
+/// Starts `sandbox.argv` as a detached container's init (a pause program): later processes join
+/// it with [`exec_command`]. Its stdio is /dev/null.
+pub fn create(sandbox: &Sandbox, runtime: &Runtime) -> Result<(), EngineError> {
+    let bundle = write_bundle(sandbox, runtime)?;
+    let log = bundle.join("runtime.log");
+    let root = runtime_root(runtime);
+    std::fs::create_dir_all(&root).map_err(io_error(&root))?;
+    // The template of every exec'd process: the init's confinement.
+    let template = bundle::process(
+        &ExecProcess {
+            argv: sandbox.argv.clone(),
+            env: sandbox.env.clone(),
+            cwd: sandbox.cwd.clone(),
+            uid: sandbox.uid,
+        },
+        sandbox.limits.nofile,
+    )?;
+    let dir = exec_dir(&sandbox.id);
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let template_file = dir.join("template.json");
+    let json = serde_json::to_vec(&template).map_err(|e| EngineError::Setup {
+        step: "writing the exec template".into(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&template_file, json).map_err(io_error(&template_file))?;
+
+    let mut cmd = runtime.command(&root, &log);
+    cmd.arg("run")
+        .arg("--detach")
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg(&sandbox.id);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().map_err(|e| EngineError::Unavailable {
+        engine: runtime.name(),
+        reason: e.to_string(),
+    })?;
+    let status = wait_with_timeout(&mut child, CREATE_TIMEOUT)?;
+    if status.is_some_and(|s| s.success()) && state(&sandbox.id, runtime).unwrap_or(false) {
+        return Ok(());
+    }
+    let message = runtime_error(&log).unwrap_or_else(|| match status {
+        None => format!("did not start within {} s", CREATE_TIMEOUT.as_secs()),
+        Some(s) => format!("exited with {s} and the container is not running"),
+    });
+    let _ = destroy(&sandbox.id, runtime);
+    Err(classify(runtime, &message))
+}
+
+/// The client command that runs one more process in the persistent sandbox `id` with the init's
+/// confinement (capabilities none, no new privileges, rlimits from the template written by
+/// [`create`]; seccomp, namespaces and cgroups from the container). The caller sets its stdio and
+/// waits; its exit status is the process's (a process the runtime could not start: non-zero, with
+/// the runtime's message on stderr).
+pub fn exec_command(id: &str, runtime: &Runtime, exec: &ExecProcess) -> Command {
+    let dir = exec_dir(id);
+    let root = runtime_root(runtime);
+    let log = dir.join("runtime.log");
+    let mut cmd = runtime.command(&root, &log);
+    match exec_process_file(&dir, exec) {
+        Ok(file) => {
+            cmd.arg("exec").arg("--process").arg(file).arg(id);
+        }
+        Err(e) => {
+            // Without the process file the client is refused before it touches the container.
+            cmd = Command::new("/bin/sh");
+            cmd.args(["-c", "echo \"agentbox: $0\" >&2; exit 126"])
+                .arg(format!("cannot prepare the exec of {id}: {e}"));
+        }
+    }
+    cmd
+}
+
+fn exec_process_file(dir: &Path, exec: &ExecProcess) -> Result<PathBuf, EngineError> {
+    let template_file = dir.join("template.json");
+    let text = std::fs::read(&template_file).map_err(io_error(&template_file))?;
+    let template: oci_spec::runtime::Process =
+        serde_json::from_slice(&text).map_err(|e| EngineError::Setup {
+            step: "reading the exec template".into(),
+            message: e.to_string(),
+        })?;
+    let nofile = template
+        .rlimits()
+        .as_ref()
+        .and_then(|r| {
+            r.iter()
+                .find(|l| l.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile)
+        })
+        .map(|l| l.hard());
+    let process = bundle::process(exec, nofile)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let file = dir.join(format!("process-{nanos}.json"));
+    let json = serde_json::to_vec(&process).map_err(|e| EngineError::Setup {
+        step: "writing the exec process".into(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&file, json).map_err(io_error(&file))?;
+    Ok(file)
+}
+
+/// Sends `signal` to every process of container `id`.
+pub fn kill(id: &str, runtime: &Runtime, signal: i32) -> Result<(), EngineError> {
+    let root = runtime_root(runtime);
+    let log = std::env::temp_dir().join(format!("agentbox-oci-kill-{id}.log"));
+    let mut cmd = runtime.command(&root, &log);
+    cmd.args(["kill", "--all"]).arg(id).arg(signal.to_string());
+    let out = capture(&mut cmd, HELPER_TIMEOUT);
+    let _ = std::fs::remove_file(&log);
+    let out = out?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(EngineError::Setup {
+            step: format!("{} kill {id}", runtime.name()),
+            message: out.stderr.trim().to_string(),
+        })
+    }
+}
+
+/// Whether container `id` exists and is running.
+pub fn state(id: &str, runtime: &Runtime) -> Result<bool, EngineError> {
+    let root = runtime_root(runtime);
+    let log = std::env::temp_dir().join(format!("agentbox-oci-state-{id}.log"));
+    let mut cmd = runtime.command(&root, &log);
+    cmd.arg("state").arg(id);
+    let out = capture(&mut cmd, HELPER_TIMEOUT);
+    let _ = std::fs::remove_file(&log);
+    let out = out?;
+    if !out.success() {
+        return Ok(false);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&out.stdout).map_err(|e| EngineError::Setup {
+            step: format!("{} state {id}", runtime.name()),
+            message: e.to_string(),
+        })?;
+    Ok(value.get("status").and_then(|s| s.as_str()) == Some("running"))
+}
+
+/// Removes container `id` with everything it had: its processes, the runtime's state, its
+/// cgroups, agentbox's exec files. A container that does not exist is not an error.
+pub fn destroy(id: &str, runtime: &Runtime) -> Result<(), EngineError> {
+    let result = cleanup(id, runtime);
+    let _ = std::fs::remove_dir_all(exec_dir(id));
+    result
+}
+
+/// `delete --force`, then whatever the runtime left: processes naming the container, its state
+/// directory, its cgroups. Errors only if something is still there afterwards.
+fn cleanup(id: &str, runtime: &Runtime) -> Result<(), EngineError> {
+    let root = runtime_root(runtime);
+    let log = std::env::temp_dir().join(format!("agentbox-oci-delete-{id}.log"));
+    let mut cmd = runtime.command(&root, &log);
+    cmd.arg("delete").arg("--force").arg(id);
+    let _ = capture(&mut cmd, HELPER_TIMEOUT);
+    let _ = std::fs::remove_file(&log);
+    // runsc's sandbox and gofer processes carry the container id on their command line.
+    let start = Instant::now();
+    while kill_mentioning(id) > 0 && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state_dir = root.join(id);
+    if state_dir.exists() {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    let left = cgroups::remove_container_cgroups(id);
+    if !left.is_empty() {
+        return Err(EngineError::Setup {
+            step: format!("removing the cgroups of {id}"),
+            message: format!(
+                "still there: {}",
+                left.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! The sandbox's child on an engine tier: builds the root file system with the same plan and code
+//! as the `ns` and `chroot` tiers, in a private mount namespace, then hands the sandbox to the
+//! engine and reports how its command ended.
+
+use std::path::{Path, PathBuf};
+
+use agentbox_oci::Sandbox;
+use agentbox_policy::{Policy, Tier};
+use agentbox_sys::{mount, process};
+
+use super::{container_name, drivers, idmaps_root, maps_slot};
+use crate::build::build_root;
+use crate::launch::{
+    keep_only_own_fds, report_and_exit, wait_for, ChildPurpose, ChildSpec, Failure, FailureKind,
+};
+use crate::plan::{Source, Step};
+use crate::supervise::{ATTACHED, MAPPED};
+
+/// Where engines keep their per-sandbox files (bundles, runtime state).
+pub const ENGINE_DIR: &str = "/run/agentbox/engines";
+
+/// The child of an engine tier. Never returns: exits with the command's code, after reporting a
+/// signal or a failure on the report pipe.
+pub fn child(spec: ChildSpec) -> ! {
+    keep_only_own_fds(&spec);
+    let report = match spec.report.try_clone() {
+        Ok(r) => r,
+        Err(_) => process::exit_now(125),
+    };
+    let result = (|| -> Result<i32, Failure> {
+        wait_for(&spec.go, MAPPED);
+        mount::set_umask(0);
+        mount::make_private_recursive().map_err(|e| Failure::setup("make mounts private", e))?;
+        let base = spec.host_uid - spec.policy.user;
+        let owner_offset = if idmaps_root(spec.policy.tier) {
+            base
+        } else {
+            0
+        };
+        let root = build_root(&spec.plan.steps, &spec.opened, owner_offset)?;
+        wait_for(&spec.go, ATTACHED);
+        drop(spec.go);
+        mount::set_umask(0o022);
+        let argv = match &spec.purpose {
+            ChildPurpose::Command(exec) => exec
+                .argv
+                .iter()
+                .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+                .collect(),
+            ChildPurpose::Serve(_) => pause_argv(&root)?,
+        };
+        let sandbox = describe(spec.policy, &spec.plan.steps, root, base, argv)?;
+        std::fs::create_dir_all(&sandbox.state_dir)
+            .map_err(|e| Failure::setup(format!("mkdir {}", sandbox.state_dir.display()), e))?;
+        let ended = match spec.purpose {
+            ChildPurpose::Command(_) => drivers::run(spec.policy.tier, &sandbox),
+            ChildPurpose::Serve(channel) => drivers::serve(spec.policy, &sandbox, channel),
+        };
+        let _ = std::fs::remove_dir_all(&sandbox.state_dir);
+        let outcome = ended.map_err(|e| drivers::failure(spec.policy.tier, e))?;
+        match (outcome.code, outcome.signal) {
+            (_, Some(signo)) => {
+                report_signal(&report, signo);
+                Ok(128 + signo)
+            }
+            (Some(code), None) => Ok(code),
+            (None, None) => Err(Failure::setup(
+                spec.policy.tier.name(),
+                "the engine reported neither an exit code nor a signal",
+            )),
+        }
+    })();
+    match result {
+        Ok(code) => process::exit_now(code),
+        Err(failure) => report_and_exit(&report, &failure),
+    }
+}
+
+fn report_signal(report: &std::os::fd::OwnedFd, signo: i32) {
+    use std::io::Write;
+    if let Ok(fd) = report.try_clone() {
+        let failure = Failure {
+            kind: FailureKind::Signal,
+            message: signo.to_string(),
+        };
+        let _ = std::fs::File::from(fd).write_all(failure.encode().as_bytes());
+    }
+}
+
+/// A persistent sandbox's container needs a first process that waits: agentbox's own static
+/// binary, bound read-only into the root, running its `__pause` subcommand.
+fn pause_argv(root: &Path) -> Result<Vec<String>, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::setup("find agentbox's binary", e))?;
+    let dir = root.join(".agentbox");
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::setup("mkdir /.agentbox", e))?;
+    let target = dir.join("agentbox");
+    std::fs::write(&target, b"").map_err(|e| Failure::setup("create /.agentbox/agentbox", e))?;
+    mount::bind(&exe, &target, false).map_err(|e| Failure::setup("bind agentbox", e))?;
+    mount::remount_bind(
+        &target,
+        mount::MS_RDONLY | mount::MS_NOSUID | mount::MS_NODEV,
+    )
+    .map_err(|e| Failure::setup("bind agentbox read-only", e))?;
+    Ok(vec!["/.agentbox/agentbox".into(), "__pause".into()])
+}
+
+/// The engine's view of the sandbox. The root is complete (binds, tmpfs, generated /etc, all
+/// idmapped like the ns tier's), so engines that run in this mount namespace get no binds to
+/// make; the Docker daemon, which cannot see it, gets the binds and the image instead.
+fn describe(
+    policy: &Policy,
+    steps: &[Step],
+    root: PathBuf,
+    base: u32,
+    argv: Vec<String>,
+) -> Result<Sandbox, Failure> {
+    let name = container_name(base);
+    let (binds, tmpfs, symlinks) = if policy.tier == Tier::Docker {
+        daemon_mounts(policy, steps)
+    } else {
+        (Vec::new(), Vec::new(), Vec::new())
+    };
+    let image = match &policy.image {
+        agentbox_policy::Image::Dir(dir) => Some(agentbox_oci::desc::ImageRef {
+            dir: dir.clone(),
+            digest: String::new(),
+        }),
+        _ => None,
+    };
+    let seccomp = agentbox_seccomp::default_allowlist()
+        .map_err(|e| Failure::setup("seccomp allowlist", e))?;
+    Ok(Sandbox {
+        id: name.clone(),
+        rootfs: root,
+        image,
+        symlinks,
+        binds,
+        tmpfs,
+        argv,
+        env: policy.env.clone(),
+        cwd: policy.cwd.clone(),
+        uid: policy.user,
+        uid_range: maps_slot(policy.tier).then_some((base, crate::uidmap::RANGE)),
+        hostname: "agentbox".into(),
+        limits: agentbox_oci::Limits {
+            memory: Some(policy.limits.memory),
+            cpus_milli: policy
+                .limits
+                .cpus
+                .map(|c| u32::try_from(c.0).unwrap_or(u32::MAX)),
+            pids: Some(policy.limits.pids),
+            nofile: Some(policy.limits.nofile),
+            disk: Some(policy.limits.disk),
+            // The supervisor enforces the wall-clock limit and removes the container.
+            timeout: None,
+        },
+        seccomp,
+        state_dir: Path::new(ENGINE_DIR).join(&name),
+        oci_runtime: policy.runtime,
+    })
+}
+
+type DaemonMounts = (
+    Vec<agentbox_oci::Bind>,
+    Vec<agentbox_oci::Tmpfs>,
+    Vec<(PathBuf, PathBuf)>,
+);
+
+/// The binds, tmpfs and symlinks of the plan with host paths, for a daemon in the host's mount
+/// namespace.
+fn daemon_mounts(policy: &Policy, steps: &[Step]) -> DaemonMounts {
+    let sources: Vec<PathBuf> = policy
+        .mounts
+        .iter()
+        .filter_map(|m| match &m.kind {
+            agentbox_policy::MountKind::Bind { source, .. } => Some(source.clone()),
+            agentbox_policy::MountKind::Tmpfs { .. } => None,
+        })
+        .collect();
+    let mut binds = Vec::new();
+    let mut tmpfs = Vec::new();
+    let mut symlinks = Vec::new();
+    for step in steps {
+        match step {
+            Step::Bind {
+                source,
+                target,
+                writable,
+                ..
+            } => {
+                let source = match source {
+                    Source::Host(p) => p.clone(),
+                    Source::Opened(i) => match sources.get(*i) {
+                        Some(p) => p.clone(),
+                        None => continue,
+                    },
+                };
+                // /dev nodes come from the daemon's own /dev.
+                if target.starts_with("/dev") {
+                    continue;
+                }
+                binds.push(agentbox_oci::Bind {
+                    source,
+                    target: target.clone(),
+                    writable: *writable,
+                });
+            }
+            Step::Tmpfs { target, size, mode } => tmpfs.push(agentbox_oci::Tmpfs {
+                target: target.clone(),
+                size: *size,
+                mode: *mode,
+            }),
+            Step::Symlink { path, target } if !path.starts_with("/dev") => {
+                symlinks.push((path.clone(), target.clone()));
+            }
+            _ => {}
+        }
+    }
+    (binds, tmpfs, symlinks)
+}
