@@ -69,42 +69,75 @@ pub(crate) fn unavailable(reason: String, found: Option<String>) -> Availability
     }
 }
 
-/// Pings the daemon and reads its version and security options, all within [`PROBE_TIMEOUT`].
-pub(crate) async fn probe(socket: &Path) -> Result<Availability, EngineError> {
+/// One blocking `GET` over the daemon's socket (HTTP/1.0, so the body ends with the
+/// connection), within `deadline`. Plain std: the probe runs in processes that fork sandboxes
+/// afterwards, where a tokio runtime would leave process-wide state (its signal driver's
+/// descriptors) that the forked child cannot use.
+fn get_json(
+    socket: &Path,
+    path: &str,
+    deadline: std::time::Instant,
+) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let remaining = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("did not answer within {} s", PROBE_TIMEOUT.as_secs()))
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(remaining()?))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET /v1.41{path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        stream
+            .set_read_timeout(Some(remaining()?))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if answer.len() + n <= 4 << 20 => answer.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err("answer too large".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("not HTTP")?;
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if status != "200" {
+        return Err(format!("{path} answered {status}: {}", body.trim()));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Reads the daemon's version and security options, all within [`PROBE_TIMEOUT`].
+pub(crate) fn probe(socket: &Path) -> Result<Availability, EngineError> {
     if !socket.exists() {
         return Ok(unavailable(
             format!("no Docker socket at {}", socket.display()),
             None,
         ));
     }
-    let docker = connect(socket)?;
-    let exchange = async {
-        docker.ping().await?;
-        let version = docker.version().await?;
-        let info = docker.info().await?;
-        Ok::<_, bollard::errors::Error>((version, info))
-    };
-    let (version, info) = match tokio::time::timeout(PROBE_TIMEOUT, exchange).await {
-        Err(_) => {
-            return Ok(unavailable(
-                format!(
-                    "the daemon at {} did not answer within {} s",
-                    socket.display(),
-                    PROBE_TIMEOUT.as_secs()
-                ),
-                None,
-            ))
-        }
-        Ok(Err(e)) => {
+    let deadline = std::time::Instant::now() + PROBE_TIMEOUT;
+    let answers = get_json(socket, "/version", deadline)
+        .and_then(|v| get_json(socket, "/info", deadline).map(|i| (v, i)));
+    let (version, info) = match answers {
+        Err(e) => {
             return Ok(unavailable(
                 format!("the daemon at {} is not answering: {e}", socket.display()),
                 None,
             ))
         }
-        Ok(Ok(answers)) => answers,
+        Ok(answers) => answers,
     };
-    let server = version.version.unwrap_or_else(|| "unknown".into());
-    let api = version.api_version.unwrap_or_default();
+    let text =
+        |v: &serde_json::Value, key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_string);
+    let server = text(&version, "Version").unwrap_or_else(|| "unknown".into());
+    let api = text(&version, "ApiVersion").unwrap_or_default();
     let found = Some(format!("dockerd {server} (API {api})"));
     if !api_at_least(&api, 1, 41) {
         let mut out = unavailable(
@@ -114,12 +147,20 @@ pub(crate) async fn probe(socket: &Path) -> Result<Availability, EngineError> {
         out.fix = Some("upgrade Docker to 20.10 or later".into());
         return Ok(out);
     }
-    let security = info.security_options.unwrap_or_default();
+    let security: Vec<String> = info
+        .get("SecurityOptions")
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut notes = vec![format!("socket {}", socket.display())];
-    if let Some(driver) = info.driver {
+    if let Some(driver) = text(&info, "Driver") {
         notes.push(format!("storage driver {driver}"));
     }
-    if let Some(cgroup) = info.cgroup_version {
+    if let Some(cgroup) = text(&info, "CgroupVersion") {
         notes.push(format!("cgroup v{cgroup}"));
     }
     if security.iter().any(|o| o.contains("name=userns")) {

@@ -75,9 +75,9 @@ impl Engine {
 
     /// Whether the daemon answers (within 2 s) and speaks API 1.41 or later.
     pub fn probe(&self) -> Availability {
-        match block_on(endpoint::probe(&self.socket)) {
-            Ok(Ok(availability)) => availability,
-            Ok(Err(e)) | Err(e) => endpoint::unavailable(e.to_string(), None),
+        match endpoint::probe(&self.socket) {
+            Ok(availability) => availability,
+            Err(e) => endpoint::unavailable(e.to_string(), None),
         }
     }
 
@@ -179,8 +179,11 @@ pub fn destroy(sandbox_id: &str) -> Result<(), EngineError> {
 /// Runs `future` to completion on a fresh current-thread runtime, then drops the runtime without
 /// waiting for blocking reads still parked on the caller's stdin.
 fn block_on<F: Future>(future: F) -> Result<F::Output, EngineError> {
+    // I/O and timers only: the signal driver would need the process's signal globals, whose
+    // descriptors a sandbox child has closed.
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()
         .map_err(|e| setup("starting the tokio runtime", e))?;
     let output = runtime.block_on(future);

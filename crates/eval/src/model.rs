@@ -148,6 +148,10 @@ pub struct Posture {
     /// (every thread is read; a confinement applied to one thread only shows here).
     #[serde(default)]
     pub thread_differences: Vec<String>,
+    /// Which process this is when it is not the sandboxed payload itself (gVisor: the host sees
+    /// only the sentry, which runs the payload, and the gofer, which serves its files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Timings of one row; each set of runs summarised.

@@ -76,8 +76,10 @@ pub fn measure(sandbox: &Sandbox, spec: &BenchSpec) -> Bench {
         let samples = timings(&sandboxed(sandbox, &argv), runs)?;
         Stats::of(&samples)
     };
-    let exec = (sandbox.row == RowId::Ns)
-        .then(|| exec_latency(&sandbox.agentbox, spec.runs))
+    let exec = sandbox
+        .row
+        .persistent()
+        .then(|| exec_latency(&sandbox.agentbox, sandbox.row, spec.runs))
         .flatten();
     Bench {
         start_true: stats(&["/bin/true"], spec.runs),
@@ -92,9 +94,10 @@ pub fn measure(sandbox: &Sandbox, spec: &BenchSpec) -> Bench {
     }
 }
 
-/// `agentbox exec` round trips into one persistent sandbox.
-fn exec_latency(agentbox: &str, runs: u32) -> Option<Stats> {
+/// `agentbox exec` round trips into one persistent sandbox of the row's tier.
+fn exec_latency(agentbox: &str, row: RowId, runs: u32) -> Option<Stats> {
     let mut create = vec![agentbox.to_string(), "create".into()];
+    create.extend(row.tier_args().iter().map(|s| s.to_string()));
     create.extend(EVAL_LIMITS.iter().map(|s| s.to_string()));
     let out = Command::new(&create[0])
         .args(&create[1..])

@@ -198,11 +198,24 @@ fn probe_run(sandbox: &Sandbox, command: &[String]) -> Result<ProbeRun, String> 
         .spawn()
         .map_err(|e| format!("{}: {e}", command.first().map_or("", String::as_str)))?;
     let root = child.id();
+    let gvisor = sandbox.row.gvisor();
     let watcher = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(20);
         while Instant::now() < deadline {
+            // The probe at any depth below the run: agentbox's engine tiers run it as a
+            // grandchild or deeper (agentbox, its engine child, the runtime, the container).
             if let Some(p) = posture::find_probe(root).and_then(posture::read) {
                 return Some(p);
+            }
+            // gVisor's payload is no host process: the sentry that runs it is what the host has.
+            if gvisor {
+                let settled = started.elapsed() > Duration::from_secs(3);
+                if let Some(p) = posture::find_sentry(root, settled)
+                    .and_then(|(sentry, gofer)| posture::read_sentry(sentry, gofer))
+                {
+                    return Some(p);
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -67,6 +67,10 @@ pub fn claims(rows: &[Row]) -> Vec<Claim> {
         "peer:crun",
         "peer:nspawn",
         "peer:firejail",
+        "oci-runc",
+        "oci-crun",
+        "nspawn",
+        "docker",
     ]
     .iter()
     .filter_map(|id| row(rows, id))
@@ -122,7 +126,7 @@ pub fn claims(rows: &[Row]) -> Vec<Claim> {
         },
     });
     // 5. VMs and gVisor cost start time and memory.
-    let heavy: Vec<&Row> = ["runsc", "peer:runsc", "microvm"]
+    let heavy: Vec<&Row> = ["gvisor", "peer:runsc", "microvm"]
         .iter()
         .filter_map(|id| row(rows, id))
         .collect();
@@ -162,7 +166,68 @@ pub fn claims(rows: &[Row]) -> Vec<Claim> {
             None => unmeasured("gVisor adds syscall overhead", "runsc"),
         },
     );
+    // 7. agentbox driving an engine from its policy keeps what the engine gives on its own.
+    out.push(engines_keep_their_peers(rows));
     out
+}
+
+/// agentbox's engine rows against the peer rows running the same engine directly: every probe
+/// the raw engine blocks, the agentbox row blocks too.
+fn engines_keep_their_peers(rows: &[Row]) -> Claim {
+    const CLAIM: &str = "agentbox driving an engine blocks at least what the engine blocks alone";
+    let pairs = [
+        ("oci-runc", "peer:runc"),
+        ("oci-crun", "peer:crun"),
+        ("gvisor", "peer:runsc"),
+        ("nspawn", "peer:nspawn"),
+    ];
+    let mut compared = Vec::new();
+    let mut lost = Vec::new();
+    for (ours, peer) in pairs {
+        let (Some(a), Some(p)) = (row(rows, ours), row(rows, peer)) else {
+            continue;
+        };
+        compared.push(ours);
+        for result in &p.results {
+            if result.verdict == Verdict::Blocked {
+                match verdict(a, &result.probe) {
+                    Some(Verdict::Blocked) | Some(Verdict::NotApplicable) => {}
+                    v => lost.push(format!(
+                        "{} ({ours}: {}, {peer}: blocked)",
+                        result.probe,
+                        v.map_or("no result", verdict_word)
+                    )),
+                }
+            }
+        }
+    }
+    if compared.is_empty() {
+        return unmeasured(CLAIM, "an engine tier row and its peer");
+    }
+    Claim {
+        claim: CLAIM.into(),
+        evidence: if lost.is_empty() {
+            format!(
+                "every probe the raw engine blocked was blocked by agentbox's row too ({})",
+                compared.join(", ")
+            )
+        } else {
+            format!(
+                "blocked by the raw engine but not by agentbox's row: {}",
+                lost.join("; ")
+            )
+        },
+        holds: Some(lost.is_empty()),
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Blocked => "blocked",
+        Verdict::Escaped => "escaped",
+        Verdict::NotApplicable => "not applicable",
+        Verdict::Inconclusive => "inconclusive",
+    }
 }
 
 fn unmeasured(claim: &str, needs: &str) -> Claim {

@@ -2,7 +2,7 @@
 //! a canary, a loopback listener, the sentinel's marker), and snapshots of what a probe must not
 //! change (sysctls, cgroup v1 release agents, the mount table), restored if a probe changed them.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -86,7 +86,16 @@ impl Planted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub files: Vec<(PathBuf, Option<String>)>,
-    pub mounts: BTreeSet<String>,
+    /// Mount point -> (fstype, source, root within its file system).
+    pub mounts: BTreeMap<String, (String, String, String)>,
+}
+
+/// Whether a mount is of a kind the mount probes make: a proc, sysfs or cgroup file system, or a
+/// block device mounted whole. Other mounts appearing meanwhile (a bind, an overlay, a tmpfs: other
+/// software on the host, such as a Docker daemon) are no probe's and are left alone.
+pub fn probe_kind(fstype: &str, source: &str, root: &str) -> bool {
+    matches!(fstype, "proc" | "sysfs" | "cgroup" | "cgroup2")
+        || (source.starts_with("/dev/") && root == "/" && !fstype.contains("tmpfs"))
 }
 
 pub fn snapshot() -> Snapshot {
@@ -109,7 +118,20 @@ pub fn snapshot() -> Snapshot {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split_whitespace().collect();
+            let mut right = right.split_whitespace();
+            let (fstype, source) = (right.next()?, right.next().unwrap_or(""));
+            Some((
+                left.get(4)?.to_string(),
+                (
+                    fstype.to_string(),
+                    source.to_string(),
+                    left.get(3)?.to_string(),
+                ),
+            ))
+        })
         .collect();
     Snapshot { files, mounts }
 }
@@ -133,11 +155,16 @@ pub fn restore(before: &Snapshot, after: &Snapshot) -> Vec<String> {
             ));
         }
     }
-    for mount in after.mounts.difference(&before.mounts) {
+    for (mount, (fstype, source, root)) in &after.mounts {
+        if before.mounts.contains_key(mount) || !probe_kind(fstype, source, root) {
+            continue;
+        }
         let _ = std::process::Command::new("umount")
             .args(["-l", mount])
             .status();
-        changes.push(format!("new host mount at {mount} (detached)"));
+        changes.push(format!(
+            "new host mount at {mount} ({fstype} from {source}) (detached)"
+        ));
     }
     changes
 }
@@ -167,4 +194,22 @@ pub fn host_paths(workdir: &Path) -> Vec<String> {
         }
     }
     paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mounts_a_probe_could_make_count_as_its_effect() {
+        assert!(probe_kind("proc", "proc", "/"));
+        assert!(probe_kind("cgroup2", "cgroup2", "/"));
+        assert!(probe_kind("ext4", "/dev/vda", "/"));
+        // A Docker daemon's bind of a directory of the root disk, an overlay, a tmpfs.
+        assert!(!probe_kind("ext4", "/dev/vda", "/var/tmp/docker/1000.1000"));
+        assert!(!probe_kind("overlay", "overlay", "/"));
+        assert!(!probe_kind("tmpfs", "tmpfs", "/"));
+        let snap = snapshot();
+        assert!(snap.mounts.contains_key("/"), "{:?}", snap.mounts);
+    }
 }

@@ -103,8 +103,58 @@ fn tool_version(path: &str) -> Option<String> {
         .filter(|l| !l.is_empty())
 }
 
+/// Whether an engine tier row can run here, as `agentbox doctor` and `agentbox run` decide it
+/// (`agentbox_runtime::engine::availability`), with the engine's version; the reason when not.
+fn engine_availability(row: RowId) -> (Result<(), String>, Option<String>) {
+    use agentbox_oci::Runtime;
+    use agentbox_policy::Tier;
+    let availability = match row {
+        // The oci tier picks crun, then runc; each row pins its runtime, as `--runtime` does.
+        RowId::OciRunc => agentbox_oci::probe(&Runtime::Runc),
+        RowId::OciCrun => agentbox_oci::probe(&Runtime::Crun),
+        _ => {
+            let tier = match row {
+                RowId::Gvisor => Tier::Gvisor,
+                RowId::Nspawn => Tier::Nspawn,
+                _ => Tier::Docker,
+            };
+            match agentbox_runtime::engine::availability(tier) {
+                Some(a) => a,
+                None => return (Err("not an engine tier".into()), None),
+            }
+        }
+    };
+    let version = availability.found.clone();
+    if !availability.available {
+        let mut reason = availability
+            .reason
+            .unwrap_or_else(|| "not available".into());
+        if let Some(fix) = availability.fix {
+            reason = format!("{reason} ({fix})");
+        }
+        return (Err(reason), version);
+    }
+    // A daemon without userns-remap is available to `doctor`, but the docker tier refuses to run
+    // on it (uid 0 in its containers is the host's root): the row could run nothing.
+    if row == RowId::Docker
+        && !availability
+            .notes
+            .iter()
+            .any(|n| n.starts_with("userns-remap:"))
+    {
+        return (
+            Err("the Docker daemon runs without userns-remap, which agentbox's docker tier requires (uid 0 in a container would be the host's root); start dockerd with --userns-remap".into()),
+            version,
+        );
+    }
+    (Ok(()), version)
+}
+
 /// Whether the row can run here, with its version; the reason when not.
 fn availability(row: RowId) -> (Result<(), String>, Option<String>) {
+    if row.engine().is_some() {
+        return engine_availability(row);
+    }
     match row.tool() {
         None => (Ok(()), Some(env!("CARGO_PKG_VERSION").to_string())),
         Some((tool, package)) => match find_tool(tool) {
@@ -365,6 +415,7 @@ fn run_cell_planted(
         sentinel_traced: cell.sentinel_traced,
         listener_connections: planted.connections(),
         changes,
+        sandbox_host_uid: cell.posture.as_ref().map(|p| p.host_uid),
     };
     Ok((cell, evidence))
 }

@@ -47,30 +47,94 @@ fn is_probe(pid: u32) -> bool {
 /// The probe program's main process among the descendants of `root`: a `__probe` process whose
 /// parent is not one (the probe forks a child per probe).
 pub fn find_probe(root: u32) -> Option<u32> {
-    let parents: HashMap<u32, u32> = pids()
+    let parents = parent_map();
+    // `root` itself too: a wrapper that execs the probe (chroot) is the probe.
+    descendants(&parents, root)
+        .into_iter()
+        .chain([root])
+        .filter(|p| is_probe(*p) && !parents.get(p).is_some_and(|parent| is_probe(*parent)))
+        .min()
+}
+
+/// The argv of `pid`.
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// gVisor's processes among the descendants of `root`: its sentry (`runsc-sandbox`, which runs
+/// the payload: the host never sees the payload itself) once it runs something (a child: a stub
+/// of the ptrace or systrap platform) or `settled` says to stop waiting for one, and its gofer
+/// (`runsc-gofer`, which serves the sentry's files).
+pub fn find_sentry(root: u32, settled: bool) -> Option<(u32, Option<u32>)> {
+    let parents = parent_map();
+    let tree = descendants(&parents, root);
+    let named = |name: &str| {
+        tree.iter()
+            .copied()
+            .filter(|p| cmdline(*p).first().is_some_and(|a| a.ends_with(name)))
+            .min()
+    };
+    let sentry = named("runsc-sandbox")?;
+    let running = parents.values().any(|parent| *parent == sentry);
+    (running || settled).then(|| (sentry, named("runsc-gofer")))
+}
+
+/// The posture of gVisor's sentry, noted as such, with the gofer's in the note.
+pub fn read_sentry(sentry: u32, gofer: Option<u32>) -> Option<Posture> {
+    let mut posture = read(sentry)?;
+    let mut note = format!(
+        "gVisor: the payload runs on gVisor's sentry and is no host process; this is the sentry (runsc-sandbox, pid {sentry}) as the host sees it"
+    );
+    if let Some(g) = gofer.and_then(|g| read(g).map(|p| (g, p))) {
+        let (pid, p) = g;
+        note.push_str(&format!(
+            "; its gofer (runsc-gofer, pid {pid}): host uid {}, CapEff {}, seccomp {}, no_new_privs {}, own namespaces {}",
+            if p.host_uid == u32::MAX { "?".to_string() } else { p.host_uid.to_string() },
+            p.cap_eff,
+            p.seccomp,
+            u8::from(p.no_new_privs),
+            if p.own_namespaces.is_empty() { "none".to_string() } else { p.own_namespaces.join(",") }
+        ));
+    }
+    posture.note = Some(note);
+    Some(posture)
+}
+
+fn parent_map() -> HashMap<u32, u32> {
+    pids()
         .into_iter()
         .filter_map(|p| {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
             Some((p, parent_from_stat(&stat)?))
         })
-        .collect();
-    let descends = |mut p: u32| {
-        for _ in 0..64 {
-            if p == root {
-                return true;
-            }
-            match parents.get(&p) {
-                Some(&parent) if parent != 0 => p = parent,
-                _ => return false,
-            }
-        }
-        false
-    };
+        .collect()
+}
+
+/// Every descendant of `root` (not `root` itself), at any depth: the payload of an engine tier is
+/// a grandchild or deeper (agentbox, its engine child, the runtime, the container's init).
+fn descendants(parents: &HashMap<u32, u32>, root: u32) -> Vec<u32> {
     parents
-        .iter()
-        .filter(|(p, parent)| descends(**p) && is_probe(**p) && !is_probe(**parent))
-        .map(|(p, _)| *p)
-        .min()
+        .keys()
+        .copied()
+        .filter(|&p| {
+            let mut p = p;
+            for _ in 0..64 {
+                match parents.get(&p) {
+                    Some(&parent) if parent == root => return true,
+                    Some(&parent) if parent != 0 => p = parent,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
 }
 
 /// The confinement fields of every thread of `pid` that differ from the main thread's `status`.
@@ -161,6 +225,7 @@ pub fn read(pid: u32) -> Option<Posture> {
         cgroup,
         threads: field("Threads").parse().unwrap_or(0),
         thread_differences: Vec::new(),
+        note: None,
     };
     let mut posture = posture;
     posture.thread_differences = thread_differences(pid, &status);

@@ -30,6 +30,14 @@ pub enum RowId {
     Chroot,
     /// agentbox's `wasm` tier: WAT probe modules where a probe has a WASI form, a reason where not.
     Wasm,
+    /// agentbox's engine tiers: `agentbox run --tier oci --runtime runc|crun`, `--tier gvisor`,
+    /// `--tier nspawn`, `--tier docker`: the same engines as the peers below, driven from
+    /// agentbox's policy (its mount plan, uid slot, limits and network `none`).
+    OciRunc,
+    OciCrun,
+    Gvisor,
+    Nspawn,
+    Docker,
     /// `chroot` as root into a root with the host's /usr: the weak reference.
     PeerChroot,
     /// `unshare` with every namespace, mapped root, fresh /proc; the host's file system.
@@ -48,10 +56,15 @@ pub enum RowId {
 }
 
 impl RowId {
-    pub const ALL: [RowId; 11] = [
+    pub const ALL: [RowId; 16] = [
         RowId::Ns,
         RowId::Chroot,
         RowId::Wasm,
+        RowId::OciRunc,
+        RowId::OciCrun,
+        RowId::Gvisor,
+        RowId::Nspawn,
+        RowId::Docker,
         RowId::PeerChroot,
         RowId::PeerUnshare,
         RowId::PeerBwrap,
@@ -67,6 +80,11 @@ impl RowId {
             RowId::Ns => "ns",
             RowId::Chroot => "chroot",
             RowId::Wasm => "wasm",
+            RowId::OciRunc => "oci-runc",
+            RowId::OciCrun => "oci-crun",
+            RowId::Gvisor => "gvisor",
+            RowId::Nspawn => "nspawn",
+            RowId::Docker => "docker",
             RowId::PeerChroot => "peer:chroot",
             RowId::PeerUnshare => "peer:unshare",
             RowId::PeerBwrap => "peer:bwrap",
@@ -83,6 +101,11 @@ impl RowId {
             RowId::Ns => "agentbox ns",
             RowId::Chroot => "agentbox chroot (not a boundary)",
             RowId::Wasm => "agentbox wasm (wasmtime, WASI)",
+            RowId::OciRunc => "agentbox oci (runc)",
+            RowId::OciCrun => "agentbox oci (crun)",
+            RowId::Gvisor => "agentbox gvisor (runsc)",
+            RowId::Nspawn => "agentbox nspawn (systemd-nspawn)",
+            RowId::Docker => "agentbox docker",
             RowId::PeerChroot => "chroot as root",
             RowId::PeerUnshare => "unshare -Ufpmn -r",
             RowId::PeerBwrap => "bubblewrap --unshare-all --cap-drop ALL",
@@ -101,14 +124,64 @@ impl RowId {
     pub fn kind(self) -> RowKind {
         match self {
             RowId::Ns | RowId::Chroot | RowId::Wasm => RowKind::Tier,
+            _ if self.engine().is_some() => RowKind::Tier,
             _ => RowKind::Peer,
         }
     }
 
-    /// The host binary the row needs (None: agentbox itself).
+    /// agentbox's engine tier rows: the `--tier` they run, and the `--runtime` of the oci ones.
+    pub fn engine(self) -> Option<(&'static str, Option<&'static str>)> {
+        match self {
+            RowId::OciRunc => Some(("oci", Some("runc"))),
+            RowId::OciCrun => Some(("oci", Some("crun"))),
+            RowId::Gvisor => Some(("gvisor", None)),
+            RowId::Nspawn => Some(("nspawn", None)),
+            RowId::Docker => Some(("docker", None)),
+            _ => None,
+        }
+    }
+
+    /// The peer row that runs the same engine directly, without agentbox's policy.
+    pub fn peer_of(self) -> Option<RowId> {
+        match self {
+            RowId::OciRunc => Some(RowId::PeerRunc),
+            RowId::OciCrun => Some(RowId::PeerCrun),
+            RowId::Gvisor => Some(RowId::PeerRunsc),
+            RowId::Nspawn => Some(RowId::PeerNspawn),
+            _ => None,
+        }
+    }
+
+    /// Rows whose payload runs on gVisor's sentry: the host sees the sentry, never the payload.
+    pub fn gvisor(self) -> bool {
+        matches!(self, RowId::Gvisor | RowId::PeerRunsc)
+    }
+
+    /// Whether `agentbox create`/`exec` can hold a persistent sandbox of the row's tier.
+    pub fn persistent(self) -> bool {
+        matches!(
+            self,
+            RowId::Ns | RowId::OciRunc | RowId::OciCrun | RowId::Gvisor
+        )
+    }
+
+    /// The `agentbox run`/`create` flags that pick the row's tier (agentbox rows only).
+    pub fn tier_args(self) -> Vec<&'static str> {
+        match (self, self.engine()) {
+            (_, Some((tier, Some(runtime)))) => vec!["--tier", tier, "--runtime", runtime],
+            (_, Some((tier, None))) => vec!["--tier", tier],
+            (RowId::Ns, None) => vec!["--tier", "ns"],
+            (RowId::Chroot, None) => vec!["--tier", "chroot"],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The host binary the row needs (None: agentbox itself, or an engine tier, whose availability
+    /// is `agentbox doctor`'s).
     pub fn tool(self) -> Option<(&'static str, &'static str)> {
         match self {
             RowId::Ns | RowId::Chroot | RowId::Wasm => None,
+            RowId::OciRunc | RowId::OciCrun | RowId::Gvisor | RowId::Nspawn | RowId::Docker => None,
             RowId::PeerChroot => Some(("chroot", "coreutils")),
             RowId::PeerUnshare => Some(("unshare", "util-linux")),
             RowId::PeerBwrap => Some(("bwrap", "bubblewrap")),
@@ -231,10 +304,19 @@ pub fn command(row: RowId, probe_host: &str, workdir: &str, argv: &[&str]) -> Ve
         return cmd;
     }
     let mut cmd: Vec<String> = match row {
-        RowId::Ns => [probe_host, "run", "--tier", "ns", "--ro", &probe_bind]
-            .iter()
-            .chain(EVAL_LIMITS)
-            .chain(&["--cpus", "1", "--cwd", "/tmp", "--"])
+        // The engine tiers exactly as the ns tier: the same binds, limits and working directory,
+        // only `--tier` (and the oci runtime) differ.
+        RowId::Ns
+        | RowId::OciRunc
+        | RowId::OciCrun
+        | RowId::Gvisor
+        | RowId::Nspawn
+        | RowId::Docker => [probe_host, "run"]
+            .into_iter()
+            .chain(row.tier_args())
+            .chain(["--ro", &probe_bind])
+            .chain(EVAL_LIMITS.iter().copied())
+            .chain(["--cpus", "1", "--cwd", "/tmp", "--"])
             .map(|s| s.to_string())
             .collect(),
         RowId::Chroot => [probe_host, "run", "--tier", "chroot", "--ro", &probe_bind]
@@ -366,6 +448,34 @@ mod tests {
             assert_eq!(RowId::parse(row.id()), Some(row));
             assert_eq!(row.kind() == RowKind::Tier, row.tool().is_none());
         }
+    }
+
+    #[test]
+    fn engine_rows_run_agentbox_like_the_ns_row_with_their_tier() {
+        let argv = [PROBE_IN_SANDBOX, "__probe"];
+        let ns = command(RowId::Ns, "/x/agentbox", "/w", &argv);
+        for (row, tier) in [
+            (RowId::OciRunc, &["--tier", "oci", "--runtime", "runc"][..]),
+            (RowId::OciCrun, &["--tier", "oci", "--runtime", "crun"][..]),
+            (RowId::Gvisor, &["--tier", "gvisor"][..]),
+            (RowId::Nspawn, &["--tier", "nspawn"][..]),
+            (RowId::Docker, &["--tier", "docker"][..]),
+        ] {
+            assert_eq!(row.kind(), RowKind::Tier, "{row:?}");
+            assert!(row.engine().is_some() && row.oci_runtime().is_none());
+            let cmd = command(row, "/x/agentbox", "/w", &argv);
+            assert_eq!(cmd[..2], ["/x/agentbox", "run"]);
+            assert_eq!(cmd[2..2 + tier.len()], *tier, "{cmd:?}");
+            // Everything after the tier flags is the ns row's command.
+            assert_eq!(cmd[2 + tier.len()..], ns[4..], "{cmd:?}");
+            assert_eq!(scratch(row, "/w"), "/tmp");
+            assert!(!row.weak());
+        }
+        assert_eq!(RowId::parse("nspawn"), Some(RowId::Nspawn));
+        assert_eq!(RowId::OciRunc.peer_of(), Some(RowId::PeerRunc));
+        assert_eq!(RowId::Gvisor.peer_of(), Some(RowId::PeerRunsc));
+        assert!(RowId::Gvisor.gvisor() && RowId::PeerRunsc.gvisor() && !RowId::OciRunc.gvisor());
+        assert!(RowId::Gvisor.persistent() && !RowId::Nspawn.persistent());
     }
 
     #[test]

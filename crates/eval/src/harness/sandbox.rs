@@ -320,7 +320,18 @@ impl Sandbox {
                 let name = format!("{}nspawn", rows::container_prefix(&spec.workdir));
                 join_nspawn_scope(&name, &mut sandbox.scope)?;
             }
-            RowId::Ns | RowId::Chroot | RowId::Wasm | RowId::PeerBwrap => {}
+            // agentbox's tiers prepare their sandboxes themselves, engine tiers included (their
+            // root, /run/systemd/nspawn, crun's cgroup layout: in agentbox's private mount
+            // namespace); `agentbox run` removes its container whatever happens.
+            RowId::Ns
+            | RowId::Chroot
+            | RowId::Wasm
+            | RowId::OciRunc
+            | RowId::OciCrun
+            | RowId::Gvisor
+            | RowId::Nspawn
+            | RowId::Docker
+            | RowId::PeerBwrap => {}
         }
         Ok(sandbox)
     }

@@ -18,6 +18,43 @@ pub struct HostEvidence {
     pub listener_connections: u32,
     /// Watched host files or mounts that changed (already restored).
     pub changes: Vec<String>,
+    /// The host uid of the sandboxed process as the host saw it (its posture), when read; under
+    /// gVisor, the sentry's, which runs the payload.
+    pub sandbox_host_uid: Option<u32>,
+}
+
+/// gVisor rows: probes whose "escaped" rests on what gVisor's emulated kernel shows, corrected by
+/// what the host saw. The new verdict, layer and a note for the observation.
+fn gvisor_correction(
+    probe: &str,
+    observation: &str,
+    host: &HostEvidence,
+) -> Option<(Verdict, &'static str, String)> {
+    match probe {
+        // The sentry lets root in the sandbox make a node, but opening it reaches the sentry's
+        // own emulation of the device (null, zero, ...), never a host device node.
+        "mknod" => Some((
+            Verdict::Blocked,
+            "gvisor sentry",
+            "[the node opens gVisor's emulated device: the sentry has no path to host device nodes (the host's disk, /dev/mem and /dev/kvm give ENXIO there)]".into(),
+        )),
+        // "root on the host" comes from gVisor's own /proc/self/uid_map (an identity map); the
+        // host saw the sentry that runs the payload as another uid.
+        "setuid_nnp" if observation.contains("already root on the host") => {
+            let uid = host.sandbox_host_uid.filter(|u| *u != 0 && *u != u32::MAX)?;
+            let verdict = if observation.contains("NoNewPrivs=1") {
+                Verdict::Blocked
+            } else {
+                Verdict::Inconclusive
+            };
+            Some((
+                verdict,
+                "gvisor sentry",
+                format!("[gVisor's uid_map is its own: the host saw the sentry running the payload as uid {uid}, not root]"),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The host-side check of a probe, if it has one: (what was checked, whether it shows an escape).
@@ -61,18 +98,23 @@ fn host_check(
 /// The layer that most likely stopped a blocked probe on `row`, from the row's mechanisms and the
 /// errno.
 pub fn layer(row: RowId, probe: &str, errno: Option<&str>, observation: &str) -> Option<String> {
-    let has_seccomp = matches!(row, RowId::Ns | RowId::PeerBwrap);
+    // agentbox's engine tiers install agentbox's seccomp filter too (gVisor's sentry applies it).
+    let has_seccomp = matches!(
+        row,
+        RowId::Ns | RowId::PeerBwrap | RowId::OciRunc | RowId::OciCrun | RowId::Docker
+    );
     let l = |s: &str| Some(s.to_string());
     if observation.contains("not visible") {
         return l("pid namespace");
     }
+
     if errno == Some("EIO") && probe == "tiocsti" {
         return l("host sysctl");
     }
     match probe {
         "fork_bomb" | "memory_hog" | "disk_fill" | "inode_fill" | "cpu_hog" => match row {
-            RowId::Ns => l("cgroup"),
             RowId::Chroot => l("rlimit"),
+            _ if row == RowId::Ns || row.engine().is_some() => l("cgroup"),
             _ => None,
         },
         "net_loopback" | "raw_socket" | "packet_socket" if errno != Some("EPERM") => {
@@ -83,9 +125,14 @@ pub fn layer(row: RowId, probe: &str, errno: Option<&str>, observation: &str) ->
             RowId::Chroot | RowId::PeerChroot => l("chroot"),
             _ => l("mount namespace"),
         },
+        // Under gVisor every syscall is the sentry's: what it refuses never reaches the host
+        // kernel.
+        _ if row.gvisor() && errno.is_some() => l("gvisor sentry"),
         _ => match errno {
             Some("ENOSYS") if has_seccomp => l("seccomp"),
-            Some("EPERM") | Some("EACCES") if has_seccomp && row == RowId::Ns => {
+            Some("EPERM") | Some("EACCES")
+                if has_seccomp && (row == RowId::Ns || row.engine().is_some()) =>
+            {
                 l("seccomp or capabilities")
             }
             Some("EPERM") | Some("EACCES") => l("capabilities"),
@@ -137,9 +184,19 @@ pub fn decide(
                     verdict = Verdict::Inconclusive;
                 }
             }
-            let layer = (verdict == Verdict::Blocked)
-                .then(|| layer(row, &info.id, errno.as_deref(), &observation))
-                .flatten();
+            let mut corrected_layer = None;
+            if row.gvisor() && verdict == Verdict::Escaped && check.is_none() {
+                if let Some((v, l, note)) = gvisor_correction(&info.id, &observation, host) {
+                    verdict = v;
+                    corrected_layer = (v == Verdict::Blocked).then(|| l.to_string());
+                    observation = format!("{observation} {note}");
+                }
+            }
+            let layer = corrected_layer.or_else(|| {
+                (verdict == Verdict::Blocked)
+                    .then(|| layer(row, &info.id, errno.as_deref(), &observation))
+                    .flatten()
+            });
             // Never publish the planted secret.
             if !host.secret.is_empty() {
                 observation = observation.replace(&host.secret, "<secret>");
@@ -199,6 +256,36 @@ mod tests {
         assert_eq!(r[3].verdict, Verdict::Inconclusive);
         assert_eq!(r[3].observation, "no result from the probe");
         assert!(r.iter().all(|p| !p.observation.contains("s3cret")));
+    }
+
+    #[test]
+    fn gvisor_escapes_seen_only_in_its_emulated_kernel_are_corrected_by_the_host() {
+        let probes = [info("mknod"), info("setuid_nnp")];
+        let outcomes = [
+            said("mknod", Verdict::Escaped),
+            Outcome::new("setuid_nnp", Verdict::Escaped, "try")
+                .observed("already root on the host (euid 0, mapped to host uid 0); NoNewPrivs=1"),
+        ];
+        let host = HostEvidence {
+            sandbox_host_uid: Some(65534),
+            canary_intact: true,
+            sentinel_alive: true,
+            ..Default::default()
+        };
+        let r = decide(RowId::Gvisor, &probes, &outcomes, &host);
+        assert_eq!(r[0].verdict, Verdict::Blocked, "{:?}", r[0]);
+        assert_eq!(r[1].verdict, Verdict::Blocked, "{:?}", r[1]);
+        assert_eq!(r[1].layer.as_deref(), Some("gvisor sentry"));
+        assert!(r[1].observation.contains("uid 65534"), "{:?}", r[1]);
+        // Not on other rows, and not when the host saw a root sentry (or saw nothing).
+        let r = decide(RowId::OciRunc, &probes, &outcomes, &host);
+        assert!(r.iter().all(|p| p.verdict == Verdict::Escaped), "{r:?}");
+        let root = HostEvidence {
+            sandbox_host_uid: Some(0),
+            ..host.clone()
+        };
+        let r = decide(RowId::PeerRunsc, &probes, &outcomes, &root);
+        assert_eq!(r[1].verdict, Verdict::Escaped, "{:?}", r[1]);
     }
 
     #[test]

@@ -417,10 +417,14 @@ fn posture_section(out: &mut String, report: &Report) {
         };
         let _ = writeln!(
             out,
-            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td>\
+            "<tr><td>{}{}{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td>\
              <td>{}</td><td>{seccomp}</td><td class=\"num\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
             html_escape(&r.label),
             kind_badge(r),
+            p.note
+                .as_deref()
+                .map(|n| format!("<br><small>{}</small>", html_escape(n)))
+                .unwrap_or_default(),
             join(&p.own_namespaces),
             join(&p.shared_namespaces),
             html_escape(&p.cap_eff),

@@ -124,6 +124,7 @@ fn ns_row() -> Row {
             cgroup: strings(&["0::/agentbox/sb-1"]),
             threads: 1,
             thread_differences: Vec::new(),
+            note: None,
         }),
         results: results([
             outcome(
@@ -186,6 +187,7 @@ fn chroot_row() -> Row {
             cgroup: strings(&["0::/user.slice"]),
             threads: 1,
             thread_differences: Vec::new(),
+            note: None,
         }),
         results: results([
             outcome(

@@ -49,7 +49,17 @@ pub fn child(spec: ChildSpec) -> ! {
                 .collect(),
             ChildPurpose::Serve(_) => pause_argv(&root)?,
         };
-        let sandbox = describe(spec.policy, &spec.plan.steps, root, base, argv)?;
+        let mut sandbox = describe(spec.policy, &spec.plan.steps, root, base, argv)?;
+        if matches!(spec.purpose, ChildPurpose::Serve(_)) && spec.policy.tier == Tier::Docker {
+            // The daemon cannot see the root built here: it binds the pausing binary itself.
+            let exe =
+                std::env::current_exe().map_err(|e| Failure::setup("find agentbox's binary", e))?;
+            sandbox.binds.push(agentbox_oci::Bind {
+                source: exe,
+                target: PAUSE.into(),
+                writable: false,
+            });
+        }
         std::fs::create_dir_all(&sandbox.state_dir)
             .map_err(|e| Failure::setup(format!("mkdir {}", sandbox.state_dir.display()), e))?;
         let ended = match spec.purpose {
@@ -87,6 +97,9 @@ fn report_signal(report: &std::os::fd::OwnedFd, signo: i32) {
     }
 }
 
+/// Where agentbox's own binary is bound in a persistent sandbox's container.
+const PAUSE: &str = "/.agentbox/agentbox";
+
 /// A persistent sandbox's container needs a first process that waits: agentbox's own static
 /// binary, bound read-only into the root, running its `__pause` subcommand.
 fn pause_argv(root: &Path) -> Result<Vec<String>, Failure> {
@@ -101,7 +114,7 @@ fn pause_argv(root: &Path) -> Result<Vec<String>, Failure> {
         mount::MS_RDONLY | mount::MS_NOSUID | mount::MS_NODEV,
     )
     .map_err(|e| Failure::setup("bind agentbox read-only", e))?;
-    Ok(vec!["/.agentbox/agentbox".into(), "__pause".into()])
+    Ok(vec![PAUSE.into(), "__pause".into()])
 }
 
 /// The engine's view of the sandbox. The root is complete (binds, tmpfs, generated /etc, all

@@ -26,6 +26,7 @@ enum Running {
 pub fn serve(policy: &Policy, sandbox: &Sandbox, channel: OwnedFd) -> Result<Outcome, EngineError> {
     let tier = policy.tier;
     super::drivers::create(tier, sandbox)?;
+    send(&channel, &InitEvent::Ready);
     let result = serve_requests(policy, sandbox, &channel);
     let destroyed = super::drivers::destroy_engine(tier, &sandbox.id);
     result.and(destroyed).map(|()| Outcome {

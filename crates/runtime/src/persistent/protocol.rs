@@ -76,6 +76,8 @@ pub enum InitRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InitEvent {
+    /// An engine tier's container is up (the ns init is ready as soon as it runs).
+    Ready,
     /// A `tty` command started; the message carries the terminal's master.
     Started { id: u64 },
     Exited {

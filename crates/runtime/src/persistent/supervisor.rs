@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agentbox_policy::Policy;
@@ -99,6 +100,7 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
                 _ => process::exit_now(0),
             }
             detach_stdio();
+            log_stderr_to(&dir.join("supervisor.log"));
             supervise(policy, &id, options, ready_write, tier, wasm.as_ref())
         }
         Fork::Parent(pid) => {
@@ -154,6 +156,19 @@ fn detach_stdio() {
     }
 }
 
+/// The supervisor's (and its sandbox driver's) stderr: what an engine prints when it fails lands
+/// in the sandbox's state directory, for as long as the sandbox exists.
+fn log_stderr_to(path: &std::path::Path) {
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+    {
+        let _ = msg::place(&OwnedFd::from(log), 2);
+    }
+}
+
 struct Client {
     conn: OwnedFd,
     exec: Option<u64>,
@@ -186,6 +201,14 @@ fn supervise(
         Ok(l) => l,
         Err(e) => fail_start(&mut ready, &e),
     };
+    if crate::tier::mechanisms(policy.tier).is_some_and(|m| m.engine) && !engine_ready(&ours) {
+        // The child reported why on the report pipe: `finish` turns that into the error.
+        let e = launched
+            .finish(policy, Ok((Exit::Code(0), false)))
+            .err()
+            .unwrap_or_else(|| RunError::setup("engine", "the container did not start"));
+        fail_start(&mut ready, &e);
+    }
     let started = Instant::now();
     let state = State {
         id: id.to_string(),
@@ -249,6 +272,20 @@ fn supervise(
         reply(&conn, &Reply::Stopped);
     }
     process::exit_now(0)
+}
+
+/// Waits for an engine tier's child to report its container up (it may take the engine seconds:
+/// an image import, gVisor's boot). False if the child ended or said something else.
+fn engine_ready(init: &OwnedFd) -> bool {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    match msg::poll_readable(&[init.as_raw_fd()], 120_000) {
+        Ok(r) if r[0] => {}
+        _ => return false,
+    }
+    match msg::recv(init, &mut buf) {
+        Ok((n, _)) if n > 0 => decode::<InitEvent>(&buf[..n]) == Some(InitEvent::Ready),
+        _ => false,
+    }
 }
 
 fn fail_start(ready: &mut std::fs::File, e: &RunError) -> ! {
@@ -364,7 +401,7 @@ fn serve_clients(
                             reply(&client.conn, &Reply::Error { exit_code, message });
                         }
                     }
-                    None => {}
+                    Some(InitEvent::Ready) | None => {}
                 },
             }
         }
