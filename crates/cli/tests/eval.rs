@@ -250,8 +250,16 @@ fn doctor_reports_this_host() {
     let out = agentbox(&["doctor"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("Strongest tier here: ns"), "{text}");
     let out = agentbox(&["doctor", "--json"]).output().unwrap();
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["strongest"], "ns", "{json}");
+    // ns at least; an engine tier (gvisor) where one runs here.
+    let strongest = json["strongest"].as_str().unwrap_or("");
+    assert!(
+        ["ns", "oci", "nspawn", "gvisor"].contains(&strongest),
+        "{json}"
+    );
+    assert!(
+        text.contains(&format!("Strongest tier here: {strongest}")),
+        "{text}"
+    );
 }

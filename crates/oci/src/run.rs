@@ -280,7 +280,13 @@ fn prepare_rootfs(sandbox: &Sandbox, runtime: &Runtime) -> Result<(), EngineErro
     if let (Some((host, _)), false) = (sandbox.uid_range, matches!(runtime, Runtime::Runsc { .. }))
     {
         let owner = host.saturating_add(sandbox.uid);
-        std::os::unix::fs::chown(root, Some(owner), Some(owner)).map_err(io_error(root))?;
+        // agentbox's runtime hands over a read-only root (writable only where its ns tier's is:
+        // scratch dirs and mounts) that its mapping already owns: leave that one as it is.
+        let owned =
+            std::fs::metadata(root).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == host);
+        if !owned {
+            std::os::unix::fs::chown(root, Some(owner), Some(owner)).map_err(io_error(root))?;
+        }
     }
     Ok(())
 }

@@ -211,10 +211,21 @@ fn probe_run(sandbox: &Sandbox, command: &[String]) -> Result<ProbeRun, String> 
             // gVisor's payload is no host process: the sentry that runs it is what the host has.
             if gvisor {
                 let settled = started.elapsed() > Duration::from_secs(3);
-                if let Some(p) = posture::find_sentry(root, settled)
-                    .and_then(|(sentry, gofer)| posture::read_sentry(sentry, gofer))
-                {
-                    return Some(p);
+                if let Some((sentry, gofer)) = posture::find_sentry(root, settled) {
+                    // The sentry and the gofer confine themselves (seccomp, no_new_privs) while
+                    // the payload starts: the last reading within a second, while they last.
+                    let mut last = posture::read_sentry(sentry, gofer);
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while last.is_some() && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(50));
+                        match posture::read_sentry(sentry, gofer) {
+                            Some(p) if gofer.is_none() || p.note_names_gofer() => last = Some(p),
+                            _ => break,
+                        }
+                    }
+                    if last.is_some() {
+                        return last;
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(5));

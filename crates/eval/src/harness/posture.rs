@@ -86,6 +86,15 @@ pub fn find_sentry(root: u32, settled: bool) -> Option<(u32, Option<u32>)> {
     (running || settled).then(|| (sentry, named("runsc-gofer")))
 }
 
+impl Posture {
+    /// Whether the note carries the gofer's reading (`read_sentry` found it alive).
+    pub fn note_names_gofer(&self) -> bool {
+        self.note
+            .as_deref()
+            .is_some_and(|n| n.contains("runsc-gofer"))
+    }
+}
+
 /// The posture of gVisor's sentry, noted as such, with the gofer's in the note.
 pub fn read_sentry(sentry: u32, gofer: Option<u32>) -> Option<Posture> {
     let mut posture = read(sentry)?;

@@ -49,6 +49,15 @@ pub fn child(spec: ChildSpec) -> ! {
                 .collect(),
             ChildPurpose::Serve(_) => pause_argv(&root)?,
         };
+        if idmaps_root(spec.policy.tier) {
+            // The root directory belongs to the container's root, as on the ns tier (an
+            // overlay's root otherwise shows its upper directory's host owner).
+            std::os::unix::fs::chown(&root, Some(base), Some(base))
+                .map_err(|e| Failure::setup("chown the root", e))?;
+        }
+        if spec.policy.tier != Tier::Docker {
+            read_only_root(&root, spec.policy, &spec.plan.steps)?;
+        }
         let mut sandbox = describe(spec.policy, &spec.plan.steps, root, base, argv)?;
         if matches!(spec.purpose, ChildPurpose::Serve(_)) && spec.policy.tier == Tier::Docker {
             // The daemon cannot see the root built here: it binds the pausing binary itself.
@@ -95,6 +104,43 @@ fn report_signal(report: &std::os::fd::OwnedFd, signo: i32) {
         };
         let _ = std::fs::File::from(fd).write_all(failure.encode().as_bytes());
     }
+}
+
+/// Mount points the engines mount over (they cannot create them in a read-only root).
+const ENGINE_MOUNT_POINTS: &[&str] = &["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run"];
+
+/// Makes the root read-only except where the ns tier's Landlock rules let the command write
+/// (`plan::landlock_rules`: the scratch dirs, /root for uid 0, the workspace, writable binds and
+/// tmpfs, which are mounts of their own already): the same file system, with the same writable
+/// places, on every tier.
+fn read_only_root(root: &Path, policy: &Policy, steps: &[Step]) -> Result<(), Failure> {
+    for point in ENGINE_MOUNT_POINTS {
+        let dir = root.join(point.trim_start_matches('/'));
+        if dir.symlink_metadata().is_err() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Failure::setup(format!("mkdir {point}"), e))?;
+        }
+    }
+    let mut writable: Vec<&str> = crate::plan::SCRATCH_DIRS.to_vec();
+    if policy.user == 0 {
+        writable.push("/root");
+    }
+    let workspace_is_a_dir = steps
+        .iter()
+        .any(|s| matches!(s, Step::Dir { path, .. } if path == Path::new("/workspace")));
+    if workspace_is_a_dir {
+        writable.push("/workspace");
+    }
+    for path in writable {
+        let dir = root.join(path.trim_start_matches('/'));
+        let is_dir = dir.symlink_metadata().is_ok_and(|m| m.file_type().is_dir());
+        if is_dir {
+            mount::bind(&dir, &dir, false)
+                .map_err(|e| Failure::setup(format!("bind {path} writable"), e))?;
+        }
+    }
+    mount::remount_bind(root, mount::MS_RDONLY | mount::MS_NOSUID | mount::MS_NODEV)
+        .map_err(|e| Failure::setup("make the root read-only", e))
 }
 
 /// Where agentbox's own binary is bound in a persistent sandbox's container.
