@@ -14,8 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNS=${RUNS:-30}          # oci (runc, crun) and nspawn
-SLOW_RUNS=${SLOW_RUNS:-20} # gvisor and docker
+RUNS=${RUNS:-50}          # oci (runc, crun) and nspawn
+SLOW_RUNS=${SLOW_RUNS:-30} # gvisor and docker
 WARMUP=${WARMUP:-3}
 TIMING_RUNS=${TIMING_RUNS:-10}
 OUT=${OUT:-docs/benchmarks-engines.md}
@@ -51,7 +51,10 @@ cleanup() {
     rm -rf "$work" "$DK_RUN"
     if id "$DK_USER" >/dev/null 2>&1; then userdel "$DK_USER"; fi
     sed -i "/^$DK_USER:/d" /etc/subuid /etc/subgid
-    for d in /sys/fs/cgroup/*/agentbox-bench; do rmdir "$d"/* "$d" 2>/dev/null; done
+    for d in /sys/fs/cgroup/*/agentbox-bench; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+    # crun, run where /sys/fs/cgroup/unified is unmounted, makes plain directories on the tmpfs
+    # under it (hidden again by the cgroup2 mount outside): remove the raw crun rows' ones.
+    unshare -m sh -c 'umount /sys/fs/cgroup/unified && rm -rf /sys/fs/cgroup/unified/agentbox-bench' 2>/dev/null
 }
 trap cleanup EXIT
 
@@ -182,10 +185,18 @@ for t in "oci --runtime runc" "oci --runtime crun" gvisor nspawn; do
     $BIN run --tier $t -- /bin/true
 done
 
-hf() { # hyperfine NAME RUNS -n ... ; JSON to $work/NAME.json
-    local name=$1 runs=$2; shift 2
-    echo "hyperfine: $name" >&2
-    hyperfine --shell=none --warmup "$WARMUP" --runs "$runs" --export-json "$work/$name.json" "$@" >"$work/$name.txt"
+hf() { # hyperfine NAME RUNS -n ... ; JSON to $work/NAME.json. A failed run is logged with the
+    # command's own error (--show-output: the workloads print nothing) and the table redone once.
+    local name=$1 runs=$2 attempt; shift 2
+    for attempt in 1 2; do
+        echo "hyperfine: $name" >&2
+        if hyperfine --shell=none --show-output --warmup "$WARMUP" --runs "$runs" --export-json "$work/$name.json" "$@" \
+            >"$work/$name.txt" 2>"$work/$name.err"; then
+            return 0
+        fi
+        echo "$name (attempt $attempt): $(grep -v '^ *$' "$work/$name.err" | tail -3 | tr '\n' ' ')" | tee -a "$work/failures" >&2
+    done
+    return 1
 }
 # Helper commands agentbox runs around each container on the oci and gvisor tiers (see
 # crates/oci/src/runtimes.rs pick_oci/probe and run.rs cleanup): timed in the same runs.
@@ -203,13 +214,18 @@ hf runc "$RUNS" "${NS_ROWS[@]}" \
 # /sys/fs/cgroup/unified (agentbox does the same in its engine child; there it finds it gone).
 export -f hf
 export work WARMUP
+# The agentbox rows are started back in the script's own mount namespace (nsenter, timed as a
+# helper row): agentbox's supervisor walks /sys/fs/cgroup after each run, and inside this namespace
+# it would find the plain directories described in the doc instead of the cgroup2 mount.
+HOSTNS="nsenter --mount=/proc/$$/ns/mnt"
 unshare -m bash -c "$UNIFIED_OFF; hf crun $RUNS \"\$@\"" bash "${NS_ROWS[@]}" \
-    -n "agentbox oci crun: true" "$(ab oci "--runtime crun")" \
+    -n "agentbox oci crun: true" "$HOSTNS $(ab oci "--runtime crun")" \
     -n "crun run: true" "$(crun_raw true)" \
-    -n "agentbox oci crun: python" "$(ab oci "--runtime crun" "$PYW")" \
+    -n "agentbox oci crun: python" "$HOSTNS $(ab oci "--runtime crun" "$PYW")" \
     -n "crun run: python" "$(crun_raw python)" \
     -n "helper: crun --version" "crun --version" \
-    -n "helper: crun delete --force (absent)" "crun --root $work/state-crun --cgroup-manager=cgroupfs delete --force absent"
+    -n "helper: crun delete --force (absent)" "crun --root $work/state-crun --cgroup-manager=cgroupfs delete --force absent" \
+    -n "helper: nsenter --mount (wraps the agentbox crun rows)" "$HOSTNS /bin/true"
 
 hf gvisor "$SLOW_RUNS" "${NS_ROWS[@]}" \
     -n "agentbox gvisor: true" "$(ab gvisor "")" \
@@ -242,7 +258,8 @@ docker version --format '{{.Client.Version}} / {{.Server.Version}}' >"$work/dock
 # The first agentbox run imports its `host` skeleton image; the raw row runs that same image.
 $BIN run --tier docker -- /bin/true
 image=$(docker images --format '{{.Repository}}:{{.Tag}}' agentbox/host | head -1)
-docker_raw="docker run --rm --network none --read-only --cap-drop ALL --security-opt no-new-privileges --ipc private --log-driver none --user 0:0 --workdir /workspace --hostname agentbox --memory 1g --memory-swap 1g --pids-limit 1024 --ulimit nofile=1024:1024 --tmpfs /tmp:rw,nosuid,nodev,exec,mode=1777"
+docker_raw="docker run --rm --network none --read-only --cap-drop ALL --security-opt no-new-privileges --ipc private --log-driver none --user 0:0 --workdir /workspace --hostname agentbox --memory 1g --memory-swap 1g --pids-limit 1024 --ulimit nofile=1024:1024 --shm-size 1g --tmpfs /tmp:rw,nosuid,nodev,exec,mode=1777,size=1073741824"
+for e in PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=xterm; do docker_raw+=" --env $e"; done
 for b in "${BINDS[@]}"; do docker_raw+=" --mount type=bind,src=$b,dst=$b,readonly,bind-nonrecursive=true,bind-propagation=rprivate"; done
 docker_raw+=" $image"
 $docker_raw /bin/true
@@ -262,16 +279,22 @@ timing() { # NAME TIER-ARGS...
 {
     timing ns --tier ns
     timing runc --tier oci --runtime runc
-    unshare -m bash -c "$UNIFIED_OFF; $(declare -f timing); BIN=$BIN TIMING_RUNS=$TIMING_RUNS timing crun --tier oci --runtime crun"
+    timing crun --tier oci --runtime crun
     timing gvisor --tier gvisor
-    unshare -m bash -c "$NSPAWN_RUN; $(declare -f timing); BIN=$BIN TIMING_RUNS=$TIMING_RUNS timing nspawn --tier nspawn"
+    timing nspawn --tier nspawn
     timing docker --tier docker
 } >"$work/timing.tsv"
+
+# Host state behind the crun finding: cgroup directories agentbox's sweep walks (depth 1-3 under each hierarchy) seen
+# from the host's mount namespace and from one where /sys/fs/cgroup/unified is unmounted.
+walk='start=$(date +%s%N); n=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d | wc -l); echo "$n $(( ($(date +%s%N) - start) / 1000 ))"'
+echo "host $(sh -c "$walk")" >"$work/cgwalk"
+echo "unified-unmounted $(unshare -m sh -c "$UNIFIED_OFF; $walk")" >>"$work/cgwalk"
 
 versions="runc $(runc --version | sed -n 's/^runc version //p'), crun $(crun --version | sed -n 's/^crun version //p'), runsc $(runsc --version | sed -n 's/^runsc version //p'), systemd-nspawn $(systemd-nspawn --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p'), docker CLI / dockerd $(cat "$work/docker-version"), hyperfine $(hyperfine --version | awk '{print $2}')"
 
 python3 - "$work" "$OUT" "$RUNS" "$SLOW_RUNS" "$WARMUP" "$versions" "$TIMING_RUNS" "$image" <<'PY'
-import json, sys, platform, subprocess, datetime, statistics, collections, re
+import json, os, sys, platform, subprocess, datetime, statistics, collections, re
 work, out, runs, slow_runs, warmup, versions, timing_runs, image = sys.argv[1:9]
 ENGINES = [  # table, agentbox row prefix, raw row prefix, runs, title
     ("runc", "agentbox oci runc", "runc run", runs, "oci tier, runc"),
@@ -312,6 +335,16 @@ for tier in marks:
             labels.append(l)
 tiers = list(marks)
 timing_table = ["| mark | " + " | ".join(tiers) + " |", "|---|" + "---|" * len(tiers)]
+mk = lambda t, l: statistics.median(marks[t][l]) if marks[t][l] else float("nan")
+split = ["| tier | supervisor until the child is released | child: root, engine, its clean-up | supervisor: teardown (`destroy`) | total |",
+         "|---|---|---|---|---|"]
+for t in tiers:
+    if t == "ns":
+        continue
+    a, b, c = mk(t, "released child"), mk(t, "child reaped"), mk(t, "cleaned up")
+    split.append(f"| {t} | {a:.1f} | {b - a:.1f} | {c - b:.1f} | {c:.1f} |")
+cg = {l.split()[0]: l.split()[1:] for l in open(f"{work}/cgwalk")}
+host_n, host_us = map(int, cg["host"]); un_n, un_us = map(int, cg["unified-unmounted"])
 for l in labels:
     cells = [f"{statistics.median(marks[t][l]):.1f}" if marks[t][l] else "–" for t in tiers]
     timing_table.append(f"| {l} | " + " | ".join(cells) + " |")
@@ -358,7 +391,8 @@ lines = [
     "  `delete --force` and cgroup sweep after the run, and the supervisor (uid slot, cgroup, wall-clock limit).",
     "- **crun**: Debian's crun 1.8.1 refuses this cgroup-v1 hybrid host while cgroup2 is mounted at",
     "  `/sys/fs/cgroup/unified`, so the whole crun hyperfine run is inside `unshare -m` with that mount unmounted",
-    "  (agentbox's engine child does the same in its private mount namespace, and there finds it already gone).",
+    "  (agentbox's engine child does the same in its private mount namespace). The agentbox crun rows are started",
+    "  back in the host's mount namespace with `nsenter --mount` (timed below), as a user would start agentbox.",
     "- **runsc** (`--platform=ptrace --network=none --oci-seccomp`, as agentbox passes): the same config.json without",
     "  the user namespace and device rules (agentbox leaves them out for gVisor: the sentry is the boundary), on a",
     "  root owned by host root; pids limit 1024 + 128 for the sandbox's own tasks, as agentbox sets it.",
@@ -375,6 +409,8 @@ lines = [
     f"  non-recursive), `/tmp` tmpfs, limits and user on the same image agentbox imported (`{image}`, its skeleton).",
     "  The raw row keeps Docker's default seccomp profile; agentbox sends its own.",
     "",
+    *(["## Failed runs", "", "A failed run aborts its hyperfine run; the table was then measured again from scratch. The errors:", "",
+        *[f"- {l.strip()}" for l in open(f"{work}/failures")], ""] if os.path.exists(f"{work}/failures") else []),
     "## Tables",
     "",
     *tables,
@@ -386,9 +422,35 @@ lines = [
     "",
     *timing_table,
     "",
+    "The same marks split into agentbox's three stretches (median ms):",
+    "",
+    *split,
+    "",
     "Per-run helper commands of the oci and gvisor drivers, timed in the same hyperfine runs as above:",
     "",
     *helpers,
+    f"- `nsenter --mount` (starts the agentbox crun rows back in the host's mount namespace): **{med('crun', 'helper: nsenter --mount (wraps the agentbox crun rows)'):.1f} ms**, included in those rows.",
+    "",
+    "What agentbox adds, by engine (from the code and the numbers above):",
+    "",
+    "- **oci (runc, crun)**: the child builds the root itself (as on the `ns` tier: tmpfs, idmapped binds,",
+    "  generated /etc), probes the runtime with `--version` on every run (`pick_oci`), writes config.json, runs",
+    "  the runtime with a JSON log, then `delete --force`, a /proc scan and a cgroup sweep; the supervisor's",
+    "  `destroy` then runs `delete --force` again for **both** crun and runc, each with its own /proc scan and",
+    "  cgroup sweep (`engine::drivers::destroy`, `oci::run::cleanup`). That is 3 runtime invocations and",
+    "  3 sweeps of every cgroup hierarchy per run, beyond the one `run` the raw row makes.",
+    f"- **crun** additionally: the sweep (`oci::cgroups::container_cgroups`, depth 3 under every directory of",
+    f"  /sys/fs/cgroup) runs in the engine child's mount namespace, where /sys/fs/cgroup/unified is unmounted",
+    f"  and the tmpfs directory beneath holds whatever plain directories crun runs left there. On this host",
+    f"  that walk sees **{un_n} directories ({un_us/1000:.1f} ms for `find`)** against {host_n} ({host_us/1000:.1f} ms) in",
+    "  the host's mount namespace; it grows with every crun container whose plain directories are not",
+    "  removed, and it is hidden from the host (the cgroup2 mount covers it).",
+    "- **gvisor**: `runsc delete --force` (a Go binary) runs twice per run, in the child and in the supervisor.",
+    "- **nspawn**: root build, a tmpfs for /run/systemd/nspawn, a look at the root for the command and `env`,",
+    "  and the command started through `env -i` with the sandbox's environment.",
+    "- **docker**: before each run the supervisor probes the daemon (`GET /version`, `GET /info`), the child",
+    "  inspects the image, then create, attach, start, wait, inspect, remove; the supervisor's `destroy`",
+    "  removes by name once more. The raw row is the Docker CLI, a Go binary that itself costs tens of ms.",
     "",
 ]
 open(out, "w").write("\n".join(lines))

@@ -79,6 +79,9 @@ pub struct PolicyArgs {
     /// Maximum number of processes and threads in the sandbox (default 1024).
     #[arg(long, value_name = "N")]
     pids: Option<u64>,
+    /// Maximum number of open files per process (default 1024).
+    #[arg(long, value_name = "N")]
+    nofile: Option<u64>,
     /// Wall-clock limit; at the limit the whole sandbox is killed and agentbox exits 124 (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
@@ -128,6 +131,9 @@ pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
     set(&mut spec.limits.disk, &args.disk);
     if args.pids.is_some() {
         spec.limits.pids = args.pids;
+    }
+    if args.nofile.is_some() {
+        spec.limits.nofile = args.nofile;
     }
     if args.user.is_some() {
         spec.user = args.user;

@@ -425,3 +425,80 @@ fn nothing_is_left_behind() {
         .collect();
     assert!(left.is_empty(), "engine processes left: {left:?}");
 }
+
+#[test]
+fn user_environment_directory_binds_open_files_and_disk_hold() {
+    let shared = tempfile::Builder::new()
+        .prefix("conformance-rw")
+        .tempdir()
+        .unwrap();
+    // The sandbox user (uid 1000 inside) writes into the bind as its owner (idmapped).
+    std::os::unix::fs::chown(shared.path(), Some(1000), Some(1000)).unwrap();
+    let rw = format!("{}:/data", shared.path().display());
+    each(|row| {
+        let o = with(
+            row,
+            &[
+                "--user",
+                "1000",
+                "--env",
+                "GREETING=hi there",
+                "--cwd",
+                "/tmp",
+                "--rw",
+                &rw,
+                "--nofile",
+                "64",
+            ],
+            &[
+                "sh",
+                "-c",
+                "echo uid=$(id -u) env=$GREETING cwd=$(pwd) nofile=$(ulimit -n); \
+                 echo from-sandbox > /data/out",
+            ],
+        );
+        let out = stdout(&o);
+        if row.name == "chroot" {
+            // No user namespace: the command runs as the slot's host uid (never 0), which owns
+            // nothing of the bind. Only the rest is checked.
+            let rest = out.split_once(' ').map(|(_, r)| r).unwrap_or_default();
+            if rest != "env=hi there cwd=/tmp nofile=64\n" || out.starts_with("uid=0 ") {
+                return Err(format!("{out:?}; stderr {:?}", stderr(&o)));
+            }
+            eprintln!("chroot: runs as host uid {out:?}");
+            return Ok(());
+        }
+        let want = "uid=1000 env=hi there cwd=/tmp nofile=64\n";
+        if out != want {
+            return Err(format!("{out:?} != {want:?}; stderr {:?}", stderr(&o)));
+        }
+        let written = std::fs::read_to_string(shared.path().join("out")).unwrap_or_default();
+        if written != "from-sandbox\n" {
+            return Err(format!("the bind did not receive the write: {written:?}"));
+        }
+        std::fs::remove_file(shared.path().join("out")).unwrap();
+        // The ephemeral root's writable space is the disk limit.
+        let o = with(
+            row,
+            &["--disk", "16M"],
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null; \
+                 echo size=$(($(wc -c < /tmp/fill) / 1048576))",
+            ],
+        );
+        let size: u64 = stdout(&o)
+            .trim()
+            .strip_prefix("size=")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX);
+        if size > 16 {
+            return Err(format!(
+                "wrote {size} MiB under --disk 16M: {:?}",
+                stderr(&o)
+            ));
+        }
+        Ok(())
+    });
+}

@@ -225,6 +225,18 @@ fn import_err(e: &Env, layers: &[Vec<u8>]) -> ImageError {
     err
 }
 
+/// Removes host canaries when the test ends, passed or failed.
+struct Canaries(Vec<PathBuf>);
+
+impl Drop for Canaries {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = fs::remove_dir_all(path);
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
 fn canary(tag: &str) -> PathBuf {
     PathBuf::from(format!(
         "/tmp/agentbox-image-canary-{}-{tag}",
@@ -417,6 +429,7 @@ fn symlinks_are_never_written_through() {
     let e = env();
     let host_dir = canary("dir");
     let host_file = canary("file");
+    let _cleanup = Canaries(vec![host_dir.clone(), host_file.clone()]);
     fs::create_dir_all(&host_dir).unwrap();
     fs::write(&host_file, "host").unwrap();
     let d = host_dir.display().to_string();

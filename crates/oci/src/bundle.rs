@@ -216,7 +216,7 @@ pub fn spec(sandbox: &Sandbox, runtime: &Runtime) -> Result<Spec, EngineError> {
         )
         .hostname(sandbox.hostname.clone())
         .process(process)
-        .mounts(mounts(sandbox)?)
+        .mounts(mounts(sandbox, runtime)?)
         .linux(linux.build().map_err(invalid)?)
         .build()
         .map_err(invalid)
@@ -298,7 +298,7 @@ fn mount(
 }
 
 /// The kernel file systems, then the sandbox's tmpfs and binds in order.
-fn mounts(sandbox: &Sandbox) -> Result<Vec<Mount>, EngineError> {
+fn mounts(sandbox: &Sandbox, runtime: &Runtime) -> Result<Vec<Mount>, EngineError> {
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -332,6 +332,34 @@ fn mounts(sandbox: &Sandbox) -> Result<Vec<Mount>, EngineError> {
             &["nosuid", "noexec", "nodev", "ro"],
         )?,
     ];
+    // runsc mounts a tmpfs of its own (sentry memory, no size) at /tmp unless the spec mounts
+    // something there: the root's own /tmp (bounded by the disk limit, as on every tier) is
+    // bound instead.
+    let root_tmp = sandbox.rootfs.join("tmp");
+    let tmp_given = sandbox
+        .tmpfs
+        .iter()
+        .any(|t| t.target == std::path::Path::new("/tmp"))
+        || sandbox
+            .binds
+            .iter()
+            .any(|b| b.target == std::path::Path::new("/tmp"));
+    if matches!(runtime, Runtime::Runsc { .. }) && !tmp_given && root_tmp.is_dir() {
+        out.push(
+            MountBuilder::default()
+                .destination("/tmp")
+                .typ("bind")
+                .source(&root_tmp)
+                .options(
+                    ["rbind", "rprivate", "nosuid", "nodev"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .build()
+                .map_err(invalid)?,
+        );
+    }
     for t in &sandbox.tmpfs {
         let size = format!("size={}", t.size);
         let mode = format!("mode={:o}", t.mode);
