@@ -2,6 +2,8 @@
 //! Archives are made with the system `tar` and `sha256sum`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,81 +16,15 @@ fn agentbox(store: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
-/// Stores `path` as a blob of the OCI layout at `dir`; returns its digest and size.
-fn blob(dir: &Path, path: &Path) -> (String, u64) {
-    let hex = sha256(path);
-    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    fs::copy(path, dir.join("blobs/sha256").join(&hex)).unwrap();
-    (format!("sha256:{hex}"), fs::metadata(path).unwrap().len())
-}
-
-fn json_blob(dir: &Path, value: serde_json::Value) -> (String, u64) {
-    let tmp = dir.join("tmp.json");
-    fs::write(&tmp, serde_json::to_vec(&value).unwrap()).unwrap();
-    let out = blob(dir, &tmp);
-    fs::remove_file(tmp).unwrap();
-    out
-}
-
 /// An OCI layout tarball holding one layer with `etc/greeting`, named `greeter:1`.
 fn oci_tarball(work: &Path) -> (std::path::PathBuf, String) {
     let tree = work.join("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
     fs::write(tree.join("etc/greeting"), "hello\n").unwrap();
-    let layer = work.join("layer.tar");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&layer)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let layout = work.join("layout");
-    let (layer_digest, layer_size) = blob(&layout, &layer);
-    let (config_digest, config_size) = json_blob(
-        &layout,
-        serde_json::json!({"os": "linux", "architecture": "amd64",
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}),
-    );
-    let (manifest_digest, manifest_size) = json_blob(
-        &layout,
-        serde_json::json!({"schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]}),
-    );
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion": "1.0.0"}"#,
-    )
-    .unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "greeter:1"}}]});
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    let (layout, digest) = common::oci_layout::layout(work, &tree, "greeter:1");
     let tarball = work.join("image.tar");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    (tarball, manifest_digest)
+    common::oci_layout::tar(&layout, &tarball);
+    (tarball, digest)
 }
 
 fn text(bytes: &[u8]) -> String {

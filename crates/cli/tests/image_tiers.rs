@@ -7,30 +7,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
-fn blob(dir: &Path, path: &Path) -> (String, u64) {
-    let hex = sha256(path);
-    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    fs::copy(path, dir.join("blobs/sha256").join(&hex)).unwrap();
-    (format!("sha256:{hex}"), fs::metadata(path).unwrap().len())
-}
-
-fn json_blob(dir: &Path, value: serde_json::Value) -> (String, u64) {
-    let tmp = dir.join("tmp.json");
-    fs::write(&tmp, serde_json::to_vec(&value).unwrap()).unwrap();
-    let out = blob(dir, &tmp);
-    fs::remove_file(tmp).unwrap();
-    out
-}
 
 /// An OCI layout directory with one layer: Debian's static busybox as /bin/busybox, the applets
 /// the test uses linked to it, and /etc/marker.
@@ -49,45 +28,7 @@ fn busybox_layout(work: &Path) -> PathBuf {
     let mut perms = fs::metadata(tree.join("tmp")).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
     fs::set_permissions(tree.join("tmp"), perms).unwrap();
-    let layer = work.join("layer.tar");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("--numeric-owner")
-        .arg("-cf")
-        .arg(&layer)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let layout = work.join("layout");
-    let (layer_digest, layer_size) = blob(&layout, &layer);
-    let (config_digest, config_size) = json_blob(
-        &layout,
-        serde_json::json!({"os": "linux", "architecture": "amd64",
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}),
-    );
-    let (manifest_digest, manifest_size) = json_blob(
-        &layout,
-        serde_json::json!({"schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]}),
-    );
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion": "1.0.0"}"#,
-    )
-    .unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "busybox-test:1"}}]});
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    layout
+    common::oci_layout::layout(work, &tree, "busybox-test:1").0
 }
 
 fn with_store(store: &Path, args: &[&str]) -> Output {

@@ -41,15 +41,9 @@ pub const ENGINE: &str = "docker";
 /// The API version spoken: Docker 20.10's, which every later daemon still serves.
 pub const API_VERSION: &str = "1.41";
 
-/// One process to run in a persistent sandbox made by [`create`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecProcess {
-    pub argv: Vec<String>,
-    /// Added to (and overriding) the sandbox's environment: Docker's exec has no way to clear it.
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    pub uid: u32,
-}
+/// One process to run in a persistent sandbox made by [`create`]. Its `env` is added to (and
+/// overrides) the sandbox's environment: Docker's exec has no way to clear it.
+pub use agentbox_oci::ExecProcess;
 
 /// A Docker daemon at one unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -202,12 +202,6 @@ fn start(
         Tier::Docker => {
             match process::fork_with_namespaces(0).map_err(|e| ("setup", e.to_string()))? {
                 Fork::Child => {
-                    let exec = agentbox_docker::ExecProcess {
-                        argv: exec.argv,
-                        env: exec.env,
-                        cwd: exec.cwd,
-                        uid: exec.uid,
-                    };
                     let code =
                         match agentbox_docker::exec(&sandbox.id, &exec, stdin, stdout, stderr) {
                             Ok(o) => o.code.unwrap_or(128 + o.signal.unwrap_or(9)),
