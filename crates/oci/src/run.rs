@@ -447,11 +447,31 @@ pub fn destroy(id: &str, runtime: &Runtime) -> Result<(), EngineError> {
 /// directory, its cgroups. Errors only if something is still there afterwards.
 fn cleanup(id: &str, runtime: &Runtime) -> Result<(), EngineError> {
     let root = runtime_root(runtime);
-    let log = std::env::temp_dir().join(format!("agentbox-oci-delete-{id}.log"));
-    let mut cmd = runtime.command(&root, &log);
-    cmd.arg("delete").arg("--force").arg(id);
-    let _ = capture(&mut cmd, HELPER_TIMEOUT);
-    let _ = std::fs::remove_file(&log);
+    // The runtime's state for `id` (runc, crun: a directory `id`; runsc: files `id_sandbox:...`).
+    // A container that ended by itself has none left, and needs no `delete` (a process per run).
+    let state: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name == id || name.starts_with(&format!("{id}_"))
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !state.is_empty() {
+        let log = std::env::temp_dir().join(format!("agentbox-oci-delete-{id}.log"));
+        let mut cmd = runtime.command(&root, &log);
+        cmd.arg("delete").arg("--force").arg(id);
+        let _ = capture(&mut cmd, HELPER_TIMEOUT);
+        let _ = std::fs::remove_file(&log);
+        for path in &state {
+            let _ = std::fs::remove_dir_all(path);
+            let _ = std::fs::remove_file(path);
+        }
+    }
     // runsc's sandbox and gofer processes carry the container id on their command line.
     let start = Instant::now();
     while kill_mentioning(id) > 0 && start.elapsed() < Duration::from_secs(2) {

@@ -141,6 +141,21 @@ pub fn probe(runtime: &Runtime) -> Availability {
     }
 }
 
+/// Whether `name` is an executable file along PATH or in the sbin directories.
+fn installed(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+        .filter(|d| !d.is_empty())
+        .any(|dir| {
+            std::fs::metadata(Path::new(dir).join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    found
+}
+
 fn unavailable(reason: String, fix: Option<String>) -> Availability {
     Availability {
         available: false,
@@ -167,6 +182,13 @@ pub fn pick_oci(preferred: Option<OciRuntime>) -> Result<Runtime, EngineError> {
     };
     let mut reasons = Vec::new();
     for runtime in candidates {
+        // Every run picks: a look along PATH, not `--version` (a process per run). `doctor`
+        // runs the full probe.
+        if installed(runtime.name())
+            && !(runtime == Runtime::Crun && hybrid_unified() == Unified::WithControllers)
+        {
+            return Ok(runtime);
+        }
         let availability = probe(&runtime);
         if availability.available {
             return Ok(runtime);
@@ -268,6 +290,22 @@ pub fn prepare_mount_namespace(runtime: &Runtime) -> Result<Vec<String>, EngineE
                     message: e.to_string(),
                 },
             )?;
+            // crun then takes the directory for a v1 controller and makes its cgroups there as
+            // plain directories: on a tmpfs of this namespace they vanish with it, instead of
+            // piling up, hidden, on the host's /sys/fs/cgroup under its cgroup2 mount.
+            agentbox_sys::mount::mount(
+                Path::new("tmpfs"),
+                Path::new(UNIFIED_MOUNT),
+                "tmpfs",
+                agentbox_sys::mount::MS_NOSUID
+                    | agentbox_sys::mount::MS_NODEV
+                    | agentbox_sys::mount::MS_NOEXEC,
+                "mode=0755,size=1m",
+            )
+            .map_err(|e| EngineError::Setup {
+                step: format!("a private tmpfs on {UNIFIED_MOUNT} for crun"),
+                message: e.to_string(),
+            })?;
             Ok(vec![format!(
                 "cgroup: unmounted the empty cgroup2 at {UNIFIED_MOUNT} in the engine's mount namespace (crun refuses hybrid mode)"
             )])

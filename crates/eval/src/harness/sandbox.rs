@@ -179,7 +179,9 @@ fn cgroup_mounts() -> Vec<(String, String, String, String)> {
 
 /// crun 1.8 refuses a hybrid layout ("cgroups in hybrid mode not supported, drop all controllers
 /// from cgroupv2"): the cgroup2 mount beside the v1 hierarchies is unmounted, in the cell only
-/// (its mount namespace is private), so crun sees a pure v1 layout.
+/// (its mount namespace is private), so crun sees a pure v1 layout. A tmpfs of the cell takes its
+/// place: crun makes its cgroups there as plain directories, which would otherwise pile up on the
+/// host's /sys/fs/cgroup, hidden under the cgroup2 mount.
 fn drop_hybrid_cgroup2() -> Result<(), String> {
     let mounts = cgroup_mounts();
     if !mounts.iter().any(|(fstype, ..)| fstype == "cgroup") {
@@ -188,6 +190,18 @@ fn drop_hybrid_cgroup2() -> Result<(), String> {
     for (fstype, _, _, mount_point) in mounts {
         if fstype == "cgroup2" {
             sh("unmount the hybrid cgroup2", &["umount", &mount_point])?;
+            sh(
+                "a cell tmpfs in its place",
+                &[
+                    "mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    "nosuid,nodev,noexec,mode=0755,size=1m",
+                    "tmpfs",
+                    &mount_point,
+                ],
+            )?;
         }
     }
     Ok(())

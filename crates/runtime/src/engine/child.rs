@@ -38,6 +38,7 @@ pub fn child(spec: ChildSpec) -> ! {
             0
         };
         let root = build_root(&spec.plan.steps, &spec.opened, owner_offset)?;
+        crate::timing::mark("engine: root built");
         wait_for(&spec.go, ATTACHED);
         drop(spec.go);
         mount::set_umask(0o022);
@@ -71,10 +72,12 @@ pub fn child(spec: ChildSpec) -> ! {
         }
         std::fs::create_dir_all(&sandbox.state_dir)
             .map_err(|e| Failure::setup(format!("mkdir {}", sandbox.state_dir.display()), e))?;
+        crate::timing::mark("engine: described");
         let ended = match spec.purpose {
             ChildPurpose::Command(_) => drivers::run(spec.policy.tier, &sandbox),
             ChildPurpose::Serve(channel) => drivers::serve(spec.policy, &sandbox, channel),
         };
+        crate::timing::mark("engine: ended");
         let _ = std::fs::remove_dir_all(&sandbox.state_dir);
         let outcome = ended.map_err(|e| drivers::failure(spec.policy.tier, e))?;
         match (outcome.code, outcome.signal) {

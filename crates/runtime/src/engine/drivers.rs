@@ -55,6 +55,7 @@ pub fn run(tier: Tier, sandbox: &Sandbox) -> Result<Outcome, EngineError> {
         Tier::Oci => {
             let runtime = oci_runtime(sandbox)?;
             agentbox_oci::prepare_mount_namespace(&runtime)?;
+            crate::timing::mark("engine: runtime ready");
             agentbox_oci::run(sandbox, &runtime)
         }
         Tier::Gvisor => agentbox_oci::run(sandbox, &gvisor_runtime()?),
