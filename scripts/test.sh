@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# The microvm tier's guest kernel (cached under /var/cache/agentbox/kernel: minutes the first
+# time, instant afterwards) and guest agent (a static binary the tests boot as the guest's PID 1).
+scripts/build-guest-kernel.sh
+cargo build --release -p agentbox-guest
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

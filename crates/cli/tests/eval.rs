@@ -255,7 +255,7 @@ fn doctor_reports_this_host() {
     // ns at least; an engine tier (gvisor) where one runs here.
     let strongest = json["strongest"].as_str().unwrap_or("");
     assert!(
-        ["ns", "oci", "nspawn", "gvisor"].contains(&strongest),
+        ["ns", "oci", "nspawn", "gvisor", "microvm"].contains(&strongest),
         "{json}"
     );
     assert!(

@@ -86,9 +86,6 @@ const NS_NEEDS: [&str; 7] = [
     "pidfd",
 ];
 
-/// Tiers that exist in the design but not in this build, with the runtimes they would drive.
-const UNBUILT_TIERS: [(&str, &[&str]); 1] = [("microvm", &["qemu-system-x86_64"])];
-
 /// The tiers that drive an external engine: probed by the runtime (binary, version, daemon,
 /// platform), never hanging.
 const ENGINE_TIERS: [agentbox_policy::Tier; 4] = [
@@ -105,7 +102,8 @@ pub fn examine(wasm: bool) -> Doctor {
     let probes = kernel::SyscallProbes::run();
     let checks = kernel::checks(Path::new("/"), &probes);
     let runtimes = runtimes::examine();
-    let engines = ENGINE_TIERS.iter().map(|t| engine_tier(*t)).collect();
+    let mut engines: Vec<TierStatus> = ENGINE_TIERS.iter().map(|t| engine_tier(*t)).collect();
+    engines.push(microvm_tier());
     assemble(checks, runtimes, engines, wasm)
 }
 
@@ -136,6 +134,43 @@ fn engine_tier(tier: agentbox_policy::Tier) -> TierStatus {
     }
 }
 
+/// The microvm tier: a guest kernel, the guest agent and QEMU present, and the accelerator the
+/// runs use (the KVM probe boots a guest once per boot: a few seconds at most).
+fn microvm_tier() -> TierStatus {
+    use agentbox_runtime::microvm;
+    if let Some(why) = microvm::unavailable() {
+        return TierStatus {
+            tier: "microvm".into(),
+            available: false,
+            fix: Some(if why.contains("kernel") {
+                "scripts/build-guest-kernel.sh (or AGENTBOX_KERNEL=PATH)".into()
+            } else if why.contains("agent") {
+                "cargo build -p agentbox-guest --release (or AGENTBOX_GUEST_AGENT=PATH)".into()
+            } else {
+                "apt-get install qemu-system-x86 qemu-utils".into()
+            }),
+            reason: why,
+        };
+    }
+    let accel = match microvm::accel() {
+        Ok((agentbox_microvm::Accel::Kvm, _)) => "KVM".to_string(),
+        Ok((_, verdict)) => format!(
+            "TCG emulation, slower ({})",
+            verdict.trim_start_matches("tcg:").trim()
+        ),
+        Err(e) => format!("accelerator unknown: {e}"),
+    };
+    TierStatus {
+        tier: "microvm".into(),
+        available: true,
+        reason: format!(
+            "kernel {}; accelerator: {accel}; needs an image (not host)",
+            microvm::kernel().display()
+        ),
+        fix: None,
+    }
+}
+
 fn wasm_tier(built: bool) -> TierStatus {
     TierStatus {
         tier: "wasm".into(),
@@ -158,9 +193,6 @@ fn assemble(
 ) -> Doctor {
     let mut tiers = vec![ns_tier(&checks), chroot_tier(), wasm_tier(wasm)];
     tiers.extend(engines);
-    for (tier, binaries) in UNBUILT_TIERS {
-        tiers.push(unbuilt_tier(tier, binaries, &runtimes, &checks));
-    }
     // The order `--tier auto` picks in (see agentbox_runtime::select).
     let strongest = agentbox_runtime::select::STRENGTH
         .iter()
@@ -216,52 +248,6 @@ fn chroot_tier() -> TierStatus {
         reason: "always available (chroot, a mount namespace and dropped privileges); not a \
                  security boundary"
             .into(),
-        fix: None,
-    }
-}
-
-fn unbuilt_tier(
-    tier: &str,
-    binaries: &[&str],
-    runtimes: &[Runtime],
-    checks: &[Check],
-) -> TierStatus {
-    let on_host: Vec<String> = binaries
-        .iter()
-        .map(|b| match runtimes.iter().find(|r| r.binary == *b) {
-            Some(Runtime {
-                path: Some(_),
-                version,
-                detail,
-                ..
-            }) => {
-                let version = version
-                    .as_deref()
-                    .map_or(String::new(), |v| format!(" {v}"));
-                if detail.is_empty() {
-                    format!("{b}{version} present")
-                } else {
-                    format!("{b}{version} present ({detail})")
-                }
-            }
-            _ => format!("{b} not found"),
-        })
-        .collect();
-    let mut reason = format!("not built in this version; host: {}", on_host.join(", "));
-    if tier == "microvm" {
-        if let Some(kvm) = checks.iter().find(|c| c.name == "kvm") {
-            let kvm_state = if kvm.status == Status::Missing {
-                "no /dev/kvm"
-            } else {
-                "/dev/kvm present"
-            };
-            let _ = write!(reason, ", {kvm_state}");
-        }
-    }
-    TierStatus {
-        tier: tier.into(),
-        available: false,
-        reason,
         fix: None,
     }
 }

@@ -366,11 +366,6 @@ fn renders_sections_and_serializes() {
     );
     assert!(text.contains("! ip forwarding "), "{text}");
     assert!(text.contains("✗ wasm "), "{text}");
-    assert!(text.contains("✗ microvm "), "{text}");
-    assert!(
-        text.contains("not built in this version; host: qemu-system-x86_64 not found"),
-        "{text}"
-    );
     assert!(text.ends_with("Strongest tier here: ns\n"), "{text}");
 
     let json = serde_json::to_value(&doctor).unwrap();
@@ -391,12 +386,22 @@ fn examines_this_host() {
     assert!(ns.available, "{text}");
     // gVisor, when its platform probe finds one that works here, is stronger than ns.
     let gvisor = doctor.tiers.iter().find(|t| t.tier == "gvisor").unwrap();
-    let strongest = if gvisor.available { "gvisor" } else { "ns" };
+    let microvm = doctor.tiers.iter().find(|t| t.tier == "microvm").unwrap();
+    let strongest = if microvm.available {
+        "microvm"
+    } else if gvisor.available {
+        "gvisor"
+    } else {
+        "ns"
+    };
     assert_eq!(doctor.strongest.as_deref(), Some(strongest), "{text}");
     let chroot = doctor.tiers.iter().find(|t| t.tier == "chroot").unwrap();
     assert!(chroot.available && chroot.reason.contains("not a security boundary"));
+    // scripts/test.sh builds the guest kernel and agent: the microvm tier runs here, under TCG
+    // (this host's KVM does not boot guests).
     let microvm = doctor.tiers.iter().find(|t| t.tier == "microvm").unwrap();
-    assert!(!microvm.available && microvm.reason.starts_with("not built in this version"));
+    assert!(microvm.available, "{microvm:?}");
+    assert!(microvm.reason.contains("accelerator"), "{microvm:?}");
     assert!(doctor.tiers.iter().any(|t| t.tier == "wasm" && t.available));
     // install-deps.sh installs runc, crun, runsc and systemd-container: their tiers run here.
     for tier in ["oci", "gvisor", "nspawn"] {

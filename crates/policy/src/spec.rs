@@ -11,7 +11,8 @@ use crate::PolicyError;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
-    /// Isolation tier: `ns` (default), `chroot`, `wasm`, `oci`, `gvisor`, `nspawn`, `docker`, or
+    /// Isolation tier: `ns` (default), `chroot`, `wasm`, `oci`, `gvisor`, `nspawn`, `docker`,
+    /// `microvm`, or
     /// `auto` (the strongest tier available here that enforces the whole policy).
     pub tier: Option<String>,
     /// The `oci` tier's runtime: `runc` or `crun` (default: whichever is installed, crun first).

@@ -33,11 +33,14 @@ pub enum Tier {
     Nspawn,
     /// A Docker Engine reached through its API.
     Docker,
+    /// A QEMU microVM with agentbox's own guest kernel and agent: the command runs on a kernel of
+    /// its own.
+    Microvm,
 }
 
 impl Tier {
     /// Every tier, in the order `doctor` lists them.
-    pub const ALL: [Tier; 7] = [
+    pub const ALL: [Tier; 8] = [
         Tier::Ns,
         Tier::Chroot,
         Tier::Wasm,
@@ -45,6 +48,7 @@ impl Tier {
         Tier::Gvisor,
         Tier::Nspawn,
         Tier::Docker,
+        Tier::Microvm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Tier {
             Tier::Gvisor => "gvisor",
             Tier::Nspawn => "nspawn",
             Tier::Docker => "docker",
+            Tier::Microvm => "microvm",
         }
     }
 

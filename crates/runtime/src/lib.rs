@@ -10,6 +10,7 @@ pub mod gc;
 pub mod helper;
 pub mod host;
 mod launch;
+pub mod microvm;
 pub mod net;
 pub mod persistent;
 pub mod plan;

@@ -1,5 +1,7 @@
 //! `--tier auto`: the strongest tier that is available on this host and enforces the whole
 //! policy. Strength order, strongest first:
+//! - `microvm`: a kernel of its own under QEMU (needs an image: the `host` image cannot be shared
+//!   into a guest);
 //! - `gvisor`: a user-space kernel between the command and the host's (a kernel bug the command
 //!   reaches is gVisor's, not the host's);
 //! - `ns`: agentbox's own namespaces with seccomp, Landlock, no capabilities and cgroups (in
@@ -18,7 +20,8 @@ use agentbox_policy::{Policy, PolicySpec, Tier};
 use crate::RunError;
 
 /// Strongest first.
-pub const STRENGTH: [Tier; 6] = [
+pub const STRENGTH: [Tier; 7] = [
+    Tier::Microvm,
     Tier::Gvisor,
     Tier::Ns,
     Tier::Oci,
@@ -89,6 +92,9 @@ pub fn resolve_image(mut policy: Policy) -> Result<Policy, RunError> {
 
 /// Why `tier` cannot run here, or None.
 pub fn unavailable(tier: Tier) -> Option<String> {
+    if tier == Tier::Microvm {
+        return crate::microvm::unavailable();
+    }
     match crate::engine::availability(tier) {
         Some(a) if !a.available => Some(a.reason.unwrap_or_else(|| "not available".into())),
         _ => None,

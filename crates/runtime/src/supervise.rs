@@ -66,6 +66,9 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     if policy.tier == agentbox_policy::Tier::Wasm {
         return crate::wasm::run(policy, argv);
     }
+    if policy.tier == agentbox_policy::Tier::Microvm {
+        return crate::microvm::run(policy, argv);
+    }
     let mut launched = launch(policy, Purpose::Command(argv), &NetContext::for_run())?;
     let outcome = launched
         .sandbox

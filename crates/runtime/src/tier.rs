@@ -33,7 +33,7 @@ pub struct Mechanisms {
 /// the supervisor's process (see `wasm`).
 pub fn mechanisms(tier: Tier) -> Option<Mechanisms> {
     match tier {
-        Tier::Wasm => None,
+        Tier::Wasm | Tier::Microvm => None,
         Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => Some(Mechanisms {
             // A private mount namespace for the root it builds; the engine makes the rest.
             clone_flags: ns::MOUNT,
@@ -91,6 +91,7 @@ pub fn check_enforceable(policy: &Policy) -> Result<(), RunError> {
         ),
         Tier::Chroot => Ok(()),
         Tier::Wasm => wasm_enforceable(policy),
+        Tier::Microvm => crate::microvm::check(policy),
         Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => {
             if policy.insists_on("limits.fuel") {
                 return refuse(

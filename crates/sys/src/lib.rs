@@ -11,6 +11,8 @@ pub mod creds;
 mod error;
 pub mod exec;
 pub mod fd;
+/// Reaping with resource use, sync and reboot for the microVM guest agent.
+pub mod guest;
 pub mod host_probe;
 pub mod landlock;
 pub mod mount;

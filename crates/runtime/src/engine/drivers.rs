@@ -25,7 +25,7 @@ pub fn check(policy: &Policy) -> Result<(), EngineError> {
             agentbox_docker::check(policy)?;
             docker_remaps_users()
         }
-        Tier::Ns | Tier::Chroot | Tier::Wasm => Ok(()),
+        Tier::Ns | Tier::Chroot | Tier::Wasm | Tier::Microvm => Ok(()),
     }
 }
 
@@ -67,7 +67,7 @@ pub fn run(tier: Tier, sandbox: &Sandbox) -> Result<Outcome, EngineError> {
             })
         }
         Tier::Docker => agentbox_docker::run(sandbox),
-        Tier::Ns | Tier::Chroot | Tier::Wasm => Err(not_an_engine(tier)),
+        Tier::Ns | Tier::Chroot | Tier::Wasm | Tier::Microvm => Err(not_an_engine(tier)),
     }
 }
 
@@ -146,7 +146,7 @@ pub fn availability(tier: Tier) -> Option<Availability> {
         }),
         Tier::Nspawn => Some(agentbox_nspawn::probe()),
         Tier::Docker => Some(agentbox_docker::probe()),
-        Tier::Ns | Tier::Chroot | Tier::Wasm => None,
+        Tier::Ns | Tier::Chroot | Tier::Wasm | Tier::Microvm => None,
     }
 }
 
@@ -169,7 +169,7 @@ pub fn destroy(tier: Tier, name: &str) -> Result<(), RunError> {
         ),
         Tier::Nspawn => Ok(()),
         Tier::Docker => agentbox_docker::destroy(name),
-        Tier::Ns | Tier::Chroot | Tier::Wasm => Ok(()),
+        Tier::Ns | Tier::Chroot | Tier::Wasm | Tier::Microvm => Ok(()),
     };
     let _ = std::fs::remove_dir_all(std::path::Path::new(super::child::ENGINE_DIR).join(name));
     result.map_err(|e| run_error(tier, e))
@@ -228,7 +228,7 @@ pub fn create(tier: Tier, sandbox: &Sandbox) -> Result<(), EngineError> {
             field: "tier",
             reason: "systemd-nspawn has no exec into a running container without a systemd host; create persistent sandboxes with --tier oci or ns".into(),
         }),
-        Tier::Ns | Tier::Chroot | Tier::Wasm => Err(not_an_engine(tier)),
+        Tier::Ns | Tier::Chroot | Tier::Wasm | Tier::Microvm => Err(not_an_engine(tier)),
     }
 }
 

@@ -1,0 +1,149 @@
+//! The microvm tier through `agentbox run`: a QEMU microVM with agentbox's guest kernel and agent
+//! (built by scripts/test.sh), on an image made by the test (Debian's static busybox). Under TCG
+//! on this host (its KVM does not boot guests), about a second per VM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::*;
+
+/// A root with busybox and its applets in /bin.
+fn busybox_root(dir: &Path) {
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "cat", "echo", "uname", "true", "sleep", "id", "head", "dd", "rm",
+    ] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+    fs::write(dir.join("etc/marker"), "from the image\n").unwrap();
+    let mut perms = fs::metadata(dir.join("tmp")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
+    fs::set_permissions(dir.join("tmp"), perms).unwrap();
+}
+
+fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
+    let mut args = vec!["--tier", "microvm", "--image", image.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(command);
+    run(&args)
+}
+
+fn qemu_processes() -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim().starts_with("qemu-system"))
+        })
+        .count()
+}
+
+#[test]
+fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
+    let _guard = serial();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("root");
+    busybox_root(&image);
+    let before = host_state();
+    let qemu_before = qemu_processes();
+
+    // Its own kernel: agentbox's guest build, not the host's.
+    let out = ok(vm(&image, &[], &["uname", "-r"]));
+    let host = String::from_utf8(
+        std::process::Command::new("uname")
+            .arg("-r")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_ne!(out.trim(), host.trim());
+    assert!(out.trim().ends_with("-agentbox"), "{out}");
+
+    // Exit codes, stdin, stdout and stderr, the image's files, a read-only base.
+    let o = vm(
+        &image,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/marker; echo err >&2; echo changed > /etc/marker; cat /etc/marker; exit 7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from the image\nchanged\n");
+    assert!(stderr(&o).contains("err"));
+    assert_eq!(
+        fs::read_to_string(image.join("etc/marker")).unwrap(),
+        "from the image\n",
+        "a guest write reached the image"
+    );
+    let mut child = agentbox(&[
+        "run",
+        "--tier",
+        "microvm",
+        "--image",
+        image.to_str().unwrap(),
+        "--",
+        "cat",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"through stdin\n").unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "through stdin\n");
+
+    // A missing command is 127, the wall clock 124, the memory is the VM's.
+    let o = vm(&image, &[], &["/no/such/command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    let started = std::time::Instant::now();
+    let o = vm(&image, &["--timeout", "2s"], &["sleep", "60"]);
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(started.elapsed().as_secs() < 30);
+    let out = ok(vm(
+        &image,
+        &["--memory", "128M"],
+        &["head", "-1", "/proc/meminfo"],
+    ));
+    let kib: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(kib < 128 * 1024 && kib > 64 * 1024, "{out}");
+    let out = ok(vm(&image, &["--user", "1000"], &["id", "-u"]));
+    assert_eq!(out, "1000\n");
+
+    // What a VM cannot be given is refused, naming the field.
+    for (flags, field) in [
+        (&["--net", "allow:example.test"][..], "network.mode"),
+        (&["--pids", "10"][..], "limits.pids"),
+        (&["--ro", "/etc:/hostetc"][..], "mounts"),
+    ] {
+        let o = vm(&image, flags, &["true"]);
+        assert_eq!(o.status.code(), Some(123), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(field), "{}", stderr(&o));
+    }
+    let o = run(&["--tier", "microvm", "--", "true"]);
+    assert_eq!(o.status.code(), Some(123));
+    assert!(stderr(&o).contains("image"), "{}", stderr(&o));
+
+    assert_nothing_left(&before);
+    assert_eq!(qemu_processes(), qemu_before, "a QEMU is left");
+    let vms = fs::read_dir("/run/agentbox/vms")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+}
