@@ -1,9 +1,8 @@
 //! Running the runtimes' short helper commands (`--version`, `state`, `kill`, `delete`) with a hard
 //! timeout, and finding processes a runtime left behind. Never waits without a bound.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::EngineError;
@@ -23,49 +22,38 @@ impl Captured {
 }
 
 /// Runs `cmd` with stdin closed and its output captured, killing it after `timeout`. The output
-/// readers are abandoned after one more second if a grandchild keeps a pipe open.
+/// goes to two unlinked temporary files, not pipes: no reader thread is needed (this runs in
+/// processes that fork sandboxes afterwards, which must stay single-threaded), and a grandchild
+/// that keeps the output open (runsc's sandbox) cannot hold anything up.
 pub(crate) fn capture(cmd: &mut Command, timeout: Duration) -> Result<Captured, EngineError> {
     let program = format!("{:?}", cmd.get_program());
+    let setup = |step: &str, e: std::io::Error| EngineError::Setup {
+        step: format!("{step} {program}"),
+        message: e.to_string(),
+    };
+    let mut out = tempfile::tempfile().map_err(|e| setup("output file for", e))?;
+    let mut err = tempfile::tempfile().map_err(|e| setup("output file for", e))?;
     let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(
+            out.try_clone().map_err(|e| setup("output of", e))?,
+        ))
+        .stderr(Stdio::from(
+            err.try_clone().map_err(|e| setup("output of", e))?,
+        ))
         .spawn()
-        .map_err(|e| EngineError::Setup {
-            step: format!("starting {program}"),
-            message: e.to_string(),
-        })?;
-    let readers: Vec<mpsc::Receiver<String>> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .map(|pipe| {
-        let (tx, rx) = mpsc::channel();
-        if let Some(mut pipe) = pipe {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-            });
-        }
-        rx
-    })
-    .collect();
+        .map_err(|e| setup("starting", e))?;
     let status = wait_with_timeout(&mut child, timeout)?;
-    let mut texts = readers
-        .iter()
-        .map(|rx| rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default());
+    let read = |file: &mut std::fs::File| {
+        let mut text = String::new();
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = file.take(1 << 20).read_to_string(&mut text);
+        text
+    };
     Ok(Captured {
         status,
-        stdout: texts.next().unwrap_or_default(),
-        stderr: texts.next().unwrap_or_default(),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
     })
 }
 
