@@ -356,10 +356,10 @@ for l in labels:
 
 def med(t, name): return ms(res[t][name]["median"])
 helpers = [
-    f"- `runc --version` (agentbox probes the runtime on every `--tier oci` run, `pick_oci`): **{med('runc', 'helper: runc --version'):.1f} ms**; "
-    f"`runc delete --force` of a container that is gone (every run's `cleanup`): **{med('runc', 'helper: runc delete --force (absent)'):.1f} ms**.",
+    f"- `runc --version` (what `doctor` runs; a run only looks for the binary along PATH): **{med('runc', 'helper: runc --version'):.1f} ms**; "
+    f"`runc delete --force` of a container that is gone (run only when the runtime left state): **{med('runc', 'helper: runc delete --force (absent)'):.1f} ms**.",
     f"- `crun --version`: **{med('crun', 'helper: crun --version'):.1f} ms**; `crun delete --force`: **{med('crun', 'helper: crun delete --force (absent)'):.1f} ms**.",
-    f"- `runsc delete --force` (every gvisor run's `cleanup`): **{med('gvisor', 'helper: runsc delete --force (absent)'):.1f} ms**.",
+    f"- `runsc delete --force` (run only when a process of the container is left): **{med('gvisor', 'helper: runsc delete --force (absent)'):.1f} ms**.",
 ]
 ac = json.load(open(f"{work}/seccomp.json.agentbox-config.json"))
 lines = [
@@ -426,7 +426,7 @@ lines = [
     "## Where agentbox's time goes",
     "",
     f"`AGENTBOX_TIMING=1 agentbox run --tier T -- /bin/true`, median ms since start of each phase mark over {timing_runs} runs",
-    "(the engine tiers' child, which builds the root and drives the engine, has no marks of its own: its time is",
+    "(the engine tiers' child, which builds the root and drives the engine, marks `engine: ...`; its time is",
     "between `released child` and `child reaped`).",
     "",
     *timing_table,
@@ -443,19 +443,14 @@ lines = [
     "What agentbox adds, by engine (from the code and the numbers above):",
     "",
     "- **oci (runc, crun)**: the child builds the root itself (as on the `ns` tier: tmpfs, idmapped binds,",
-    "  generated /etc), probes the runtime with `--version` on every run (`pick_oci`), writes config.json, runs",
-    "  the runtime with a JSON log, then `delete --force`, a /proc scan and a cgroup sweep; the supervisor's",
-    "  `destroy` then runs `delete --force` again for **both** crun and runc, each with its own /proc scan and",
-    "  cgroup sweep (`engine::drivers::destroy`, `oci::run::cleanup`). Beside the one `run` the raw row makes,",
-    "  that is four more runtime invocations (`--version`, `delete` in the child, crun's and runc's `delete` in",
-    "  the supervisor) and three sweeps of every cgroup hierarchy per run.",
-    f"- **crun** additionally: the sweep (`oci::cgroups::container_cgroups`, depth 3 under every directory of",
-    f"  /sys/fs/cgroup) runs in the engine child's mount namespace, where /sys/fs/cgroup/unified is unmounted",
-    f"  and the tmpfs directory beneath holds whatever plain directories crun runs left there. On this host",
-    f"  that walk sees **{un_n} directories ({un_us/1000:.1f} ms for `find`)** against {host_n} ({host_us/1000:.1f} ms) in",
-    "  the host's mount namespace; it grows with every crun container whose plain directories are not",
-    "  removed, and it is hidden from the host (the cgroup2 mount covers it).",
-    "- **gvisor**: `runsc delete --force` (a Go binary) runs twice per run, in the child and in the supervisor.",
+    "  generated /etc, read-only remount), parses and translates the seccomp allowlist, writes config.json,",
+    "  runs the runtime with a JSON log, reads the OOM counter and sweeps the container's cgroups; `delete",
+    "  --force` and a /proc scan run only when the runtime left state behind (a killed run). The supervisor's",
+    "  `destroy` repeats that cheap state check for crun and runc.",
+    "- **crun** additionally: the child unmounts the empty cgroup2 in its mount namespace and mounts a private",
+    "  tmpfs there, where crun's plain cgroup directories go and vanish with the namespace.",
+    "- **gvisor**: runsc keeps its state files after a container that ran to its end; agentbox removes them",
+    "  itself when no process of the container is left (no `runsc delete`).",
     "- **nspawn**: the supervisor makes the payload's cgroup (memory, pids) before it releases the child (the",
     "  10 ms before `released child`), then root build, a tmpfs for /run/systemd/nspawn, a look at the root for the command and `env`,",
     "  and the command started through `env -i` with the sandbox's environment.",
