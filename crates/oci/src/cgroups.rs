@@ -83,7 +83,30 @@ pub fn remove_container_cgroups(id: &str) -> Vec<PathBuf> {
             left.push(dir);
         }
     }
+    // The shared parent goes with its last container: rmdir fails while another container is in
+    // it, and the lock keeps it while a runtime is starting one (between its mkdir of the parent
+    // and of the container's own directory).
+    if let Some(lock) = parent_lock() {
+        if lock.try_lock().is_ok() {
+            for mount in cgroup_mounts() {
+                let _ = std::fs::remove_dir(mount.join(CGROUP_PARENT));
+            }
+        }
+    }
     left
+}
+
+/// The lock guarding the shared cgroup parent: runs hold it shared while their runtime starts
+/// the container; the clean-up takes it exclusively, without waiting, to remove the parent.
+pub(crate) fn parent_lock() -> Option<std::fs::File> {
+    let path = Path::new(crate::run::STATE_BASE).join("cgroup-parent.lock");
+    let _ = std::fs::create_dir_all(crate::run::STATE_BASE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()
 }
 
 /// Mount points of cgroup file systems in this mount namespace.

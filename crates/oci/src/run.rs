@@ -85,6 +85,10 @@ fn run_container(
     let _ = std::fs::remove_file(log);
     let mut cmd = runtime.command(&root, log);
     cmd.arg("run").arg("--bundle").arg(bundle).arg(&sandbox.id);
+    let starting = cgroups::parent_lock();
+    if let Some(lock) = &starting {
+        let _ = lock.lock_shared();
+    }
     let mut child = cmd.spawn().map_err(|e| EngineError::Unavailable {
         engine: runtime.name(),
         reason: e.to_string(),
@@ -326,11 +330,16 @@ pub fn create(sandbox: &Sandbox, runtime: &Runtime) -> Result<(), EngineError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    let starting = cgroups::parent_lock();
+    if let Some(lock) = &starting {
+        let _ = lock.lock_shared();
+    }
     let mut child = cmd.spawn().map_err(|e| EngineError::Unavailable {
         engine: runtime.name(),
         reason: e.to_string(),
     })?;
     let status = wait_with_timeout(&mut child, CREATE_TIMEOUT)?;
+    drop(starting);
     if status.is_some_and(|s| s.success()) && state(&sandbox.id, runtime).unwrap_or(false) {
         return Ok(());
     }
