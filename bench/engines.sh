@@ -253,7 +253,7 @@ echo "$DK_USER:$DOCKER_BASE:65536" >>/etc/subuid
 echo "$DK_USER:$DOCKER_BASE:65536" >>/etc/subgid
 mkdir -p "$DK_RUN" "$DK_DATA"
 dockerd --data-root "$DK_DATA" --exec-root "$DK_RUN/exec" --pidfile "$DK_RUN/docker.pid" \
-    -H "unix://$DK_SOCK" --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+    -H "unix://$DK_SOCK" --bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false \
     --userns-remap="$DK_USER" >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 for _ in $(seq 100); do curl -sf --unix-socket "$DK_SOCK" http://docker/_ping >/dev/null 2>&1 && break; sleep 0.2; done

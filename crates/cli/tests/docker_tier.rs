@@ -86,6 +86,7 @@ fn on(socket: &std::path::Path, args: &[&str]) -> Output {
 #[test]
 fn the_docker_tier_runs_the_policy_on_a_remapping_daemon_and_refuses_it_on_another() {
     let _guard = serial();
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     // No daemon at all: refused with the reason, naming how to fix it.
     let o = agentbox(&["run", "--tier", "docker", "--", "/bin/true"])
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -210,4 +211,10 @@ fn the_docker_tier_runs_the_policy_on_a_remapping_daemon_and_refuses_it_on_anoth
         .output()
         .unwrap();
     assert_eq!(stdout(&o).trim(), "[]", "containers left");
+    drop(daemon);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        forwarding,
+        "the daemon changed the host's IP forwarding"
+    );
 }

@@ -43,6 +43,8 @@ impl Dockerd {
                 "--iptables=false",
                 "--ip6tables=false",
                 "--ip-masq=false",
+                // Or dockerd turns on the host's net.ipv4.ip_forward and leaves it on.
+                "--ip-forward=false",
                 "--group=root",
             ])
             .args(extra)
