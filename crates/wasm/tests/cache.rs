@@ -25,8 +25,14 @@ fn artifacts(dir: &Path) -> Vec<(PathBuf, u64)> {
             let path = entry.path();
             if meta.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_none_or(|ext| ext != "stats") {
-                found.push((path, meta.ino()));
+            } else {
+                // Usage statistics and wasmtime's in-flight work files (`*.wip-*`, written now
+                // and then by the cache's own bookkeeping, even on a hit) are not compiled code.
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let bookkeeping = name.ends_with(".stats") || name.contains(".wip");
+                if !bookkeeping {
+                    found.push((path, meta.ino()));
+                }
             }
         }
     }
