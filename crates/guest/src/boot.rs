@@ -1,6 +1,7 @@
-//! PID 1 set-up of the microVM guest: the kernel command line, the pseudo-filesystems and the
-//! switch into the root disk (an ext4 image, read-only, under an overlay whose upper layer is a
-//! tmpfs). It runs before the channel exists, so its errors go to the console.
+//! PID 1 set-up of the microVM guest: the kernel command line, the pseudo-filesystems (cgroup v2
+//! included, for the `ns` tier that layered mode runs inside the guest), the switch into the root
+//! disk (an ext4 image, read-only, under an overlay whose upper layer is a tmpfs) and the
+//! read-only tools disk. It runs before the channel exists, so its errors go to the console.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +11,9 @@ use agentbox_sys::SysError;
 
 /// The default guest end of the host channel (the first port of the first virtio-serial device).
 pub const DEFAULT_CHANNEL: &str = "/dev/vport0p1";
+/// Where the tools disk (`agentbox.tools=DEV`: an ext4 image holding the `agentbox` binary, for
+/// layered mode) is mounted, read-only, in the final root.
+pub const TOOLS_DIR: &str = "/run/agentbox-tools";
 
 /// What the kernel command line asks of the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,8 @@ pub struct BootConfig {
     pub disk_bytes: Option<u64>,
     /// `agentbox.channel=PATH` (default [`DEFAULT_CHANNEL`]).
     pub channel: PathBuf,
+    /// `agentbox.tools=DEV`: the read-only tools disk (ext4), mounted at [`TOOLS_DIR`].
+    pub tools: Option<PathBuf>,
 }
 
 /// Parses `/proc/cmdline`. Unknown words are the kernel's; a malformed value of ours is ignored
@@ -32,6 +38,7 @@ pub fn parse_cmdline(cmdline: &str) -> BootConfig {
         root_fstype: "ext4".to_string(),
         disk_bytes: None,
         channel: PathBuf::from(DEFAULT_CHANNEL),
+        tools: None,
     };
     for word in cmdline.split_whitespace() {
         let Some((key, value)) = word.split_once('=') else {
@@ -42,6 +49,7 @@ pub fn parse_cmdline(cmdline: &str) -> BootConfig {
             "agentbox.rootfstype" if !value.is_empty() => config.root_fstype = value.to_string(),
             "agentbox.disk" => config.disk_bytes = value.parse().ok(),
             "agentbox.channel" if !value.is_empty() => config.channel = PathBuf::from(value),
+            "agentbox.tools" if !value.is_empty() => config.tools = Some(PathBuf::from(value)),
             _ => {}
         }
     }
@@ -54,8 +62,8 @@ pub enum BootError {
     Mkdir(PathBuf, std::io::Error),
     #[error(transparent)]
     Sys(#[from] SysError),
-    #[error("root device {0} did not appear within 10 s")]
-    NoRootDevice(PathBuf),
+    #[error("device {0} did not appear within 10 s")]
+    NoDevice(PathBuf),
 }
 
 fn mkdir(path: &Path) -> Result<(), BootError> {
@@ -88,17 +96,45 @@ pub fn mount_pseudo_filesystems() -> Result<(), BootError> {
     Ok(())
 }
 
+/// Mounts the cgroup v2 hierarchy at /sys/fs/cgroup (moved into the root with /sys), where the
+/// `ns` tier of layered mode creates its leaves and enables the memory, pids and cpu
+/// controllers. `nsdelegate`: a cgroup namespace's root is a delegation boundary, as on hosts.
+pub fn mount_cgroup2() -> Result<(), BootError> {
+    mount_fs(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        MS_NOSUID | MS_NODEV | libc::MS_NOEXEC,
+        "nsdelegate",
+    )
+}
+
+/// Waits up to 10 s for the kernel to create `device` (virtio-blk probes asynchronously).
+fn wait_for_device(device: &Path) -> Result<(), BootError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !device.exists() {
+        if Instant::now() > deadline {
+            return Err(BootError::NoDevice(device.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Mounts the tools disk read-only, nodev and nosuid (not noexec: the `agentbox` binary on it is
+/// what layered mode executes) at [`TOOLS_DIR`] of the current root, and returns that directory.
+pub fn mount_tools(device: &Path) -> Result<PathBuf, BootError> {
+    wait_for_device(device)?;
+    let dir = Path::new(TOOLS_DIR);
+    mkdir(dir)?;
+    mount(device, dir, "ext4", MS_RDONLY | MS_NODEV | MS_NOSUID, "")?;
+    Ok(dir.to_path_buf())
+}
+
 /// Mounts the root disk read-only under an overlay with a tmpfs upper layer, moves the
 /// pseudo-filesystems into it and makes it the root (the `switch_root` way: an initramfs cannot
 /// be pivoted away, so the new root is moved onto `/` and chrooted into).
 pub fn switch_to_root_disk(config: &BootConfig, device: &Path) -> Result<(), BootError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !device.exists() {
-        if Instant::now() > deadline {
-            return Err(BootError::NoRootDevice(device.to_path_buf()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_device(device)?;
     let lower = Path::new("/.agentbox/lower");
     let rw = Path::new("/.agentbox/rw");
     let root = Path::new("/.agentbox/root");
@@ -148,22 +184,26 @@ mod tests {
         assert_eq!(c.root_fstype, "ext4");
         assert_eq!(c.disk_bytes, None);
         assert_eq!(c.channel, PathBuf::from(DEFAULT_CHANNEL));
+        assert_eq!(c.tools, None);
     }
 
     #[test]
     fn cmdline_reads_root_disk_and_channel() {
         let c = parse_cmdline(
-            "console=hvc0 agentbox.root=/dev/vda agentbox.disk=1073741824 agentbox.channel=/dev/vport1p1\n",
+            "console=hvc0 agentbox.root=/dev/vda agentbox.disk=1073741824 agentbox.channel=/dev/vport1p1 agentbox.tools=/dev/vdb\n",
         );
         assert_eq!(c.root, Some(PathBuf::from("/dev/vda")));
+        assert_eq!(c.tools, Some(PathBuf::from("/dev/vdb")));
         assert_eq!(c.disk_bytes, Some(1 << 30));
         assert_eq!(c.channel, PathBuf::from("/dev/vport1p1"));
     }
 
     #[test]
     fn cmdline_ignores_malformed_values() {
-        let c = parse_cmdline("agentbox.disk=lots agentbox.root= agentbox.channel=");
+        let c =
+            parse_cmdline("agentbox.disk=lots agentbox.root= agentbox.channel= agentbox.tools=");
         assert_eq!(c.disk_bytes, None);
+        assert_eq!(c.tools, None);
         assert_eq!(c.root, None);
         assert_eq!(c.channel, PathBuf::from(DEFAULT_CHANNEL));
     }

@@ -10,9 +10,8 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -23,10 +22,9 @@ use agentbox_protocol::{DataKind, ErrorCode, ExitRecord, Reply, RunRequest, Usag
 use agentbox_sys::guest::{reap_with_usage, wait_exited_any, ChildUsage};
 use agentbox_sys::process::Exit;
 
+use crate::launch;
 use crate::sink::Sink;
 
-/// The PATH used to find a program when the request's environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long after a command exits its output may still drain (a background child can hold the
 /// pipes open forever).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -53,12 +51,17 @@ struct Table {
 #[derive(Clone, Default)]
 pub struct Commands {
     shared: Arc<(Mutex<Table>, Condvar)>,
+    /// The mounted tools disk (holding `agentbox`), which layered requests need.
+    tools: Option<PathBuf>,
 }
 
 impl Commands {
-    /// Starts the reaper thread.
-    pub fn new() -> Self {
-        let commands = Self::default();
+    /// Starts the reaper thread. `tools`: where the tools disk is mounted, if it is.
+    pub fn new(tools: Option<PathBuf>) -> Self {
+        let commands = Self {
+            tools,
+            ..Self::default()
+        };
         let reaper = commands.clone();
         std::thread::spawn(move || reaper.reap_forever());
         commands
@@ -114,35 +117,14 @@ impl Commands {
     }
 
     fn try_start(&self, id: u32, run: RunRequest, sink: &Sink) -> Result<(), (ErrorCode, String)> {
-        if run.layered_ns {
-            return Err((
-                ErrorCode::Unsupported,
-                "layered_ns is not supported by this agent yet".into(),
-            ));
-        }
-        let Some(program) = run.argv.first() else {
-            return Err((ErrorCode::BadRequest, "argv is empty".into()));
-        };
-        if !Path::new(&run.cwd).is_dir() {
-            return Err((
-                ErrorCode::NotFound,
-                format!("working directory {} is not a directory", run.cwd),
-            ));
-        }
-        let path_var = run
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-        let resolved = resolve_program(program, path_var, Path::new(&run.cwd))?;
-        let mut command = Command::new(&resolved);
+        let launch = launch::plan(&run, self.tools.as_deref())?;
+        let mut command = Command::new(&launch.program);
         command
-            .arg0(program)
-            .args(&run.argv[1..])
+            .arg0(&launch.arg0)
+            .args(&launch.args)
             .env_clear()
-            .envs(run.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&run.cwd)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&launch.cwd)
             .stdin(if run.stdin {
                 Stdio::piped()
             } else {
@@ -151,11 +133,14 @@ impl Commands {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        if let Some(uid) = run.uid {
-            command.uid(uid).gid(run.gid.unwrap_or(uid));
-        } else if let Some(gid) = run.gid {
+        if let Some(uid) = launch.uid {
+            command.uid(uid);
+        }
+        if let Some(gid) = launch.gid {
             command.gid(gid);
         }
+        // Names what could not be spawned: the command, or in layered mode the helper.
+        let program = launch.arg0.as_str();
 
         let (exit_tx, exit_rx) = mpsc::channel();
         let started = Instant::now();
@@ -353,47 +338,6 @@ fn pump(mut from: impl Read + Send + 'static, to: Pumped) {
         }
         let _ = done.send(());
     });
-}
-
-/// Finds `program` like execvp would, so a missing or non-executable program is a typed error
-/// before any fork.
-fn resolve_program(
-    program: &str,
-    path_var: &str,
-    cwd: &Path,
-) -> Result<PathBuf, (ErrorCode, String)> {
-    let candidates: Vec<PathBuf> = if program.contains('/') {
-        vec![cwd.join(program)]
-    } else {
-        path_var
-            .split(':')
-            .map(|dir| {
-                if dir.is_empty() {
-                    Path::new(".")
-                } else {
-                    Path::new(dir)
-                }
-            })
-            .map(|dir| cwd.join(dir).join(program))
-            .collect()
-    };
-    let mut not_executable = None;
-    for candidate in candidates {
-        match std::fs::metadata(&candidate) {
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                return Ok(candidate)
-            }
-            Ok(_) => not_executable = Some(candidate),
-            Err(_) => {}
-        }
-    }
-    Err(match not_executable {
-        Some(path) => (
-            ErrorCode::CannotExecute,
-            format!("{} is not an executable file", path.display()),
-        ),
-        None => (ErrorCode::NotFound, format!("{program}: command not found")),
-    })
 }
 
 fn spawn_error(e: &std::io::Error, program: &str) -> (ErrorCode, String) {

@@ -3,11 +3,13 @@
 //! one, opens the virtio-serial channel and serves the host forever; it must never exit, so every
 //! failure ends in a reboot (which ends QEMU, started with `-no-reboot`). As any other process it
 //! serves `--channel PATH` (a unix socket to connect to, or a character device or FIFO) without
-//! touching the system, for tests and a future layered mode.
+//! touching the system, for tests; `--tools DIR` names the directory holding `agentbox` for
+//! layered requests (as PID 1: the tools disk).
 
 mod boot;
 mod commands;
 mod files;
+mod launch;
 mod serve;
 mod sink;
 
@@ -22,8 +24,7 @@ use commands::Commands;
 use serve::{Agent, Stopped};
 use sink::Sink;
 
-const USAGE: &str =
-    "usage: agentbox-guest --channel PATH   (as PID 1: configured by the kernel command line)";
+const USAGE: &str = "usage: agentbox-guest --channel PATH [--tools DIR]   (as PID 1: configured by the kernel command line)";
 
 type Channel = (Box<dyn Read + Send>, Sink);
 
@@ -47,8 +48,11 @@ fn main() {
         run_as_init();
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let channel = match args.as_slice() {
-        [flag, path] if flag == "--channel" => PathBuf::from(path),
+    let (channel, tools) = match args.as_slice() {
+        [flag, path] if flag == "--channel" => (PathBuf::from(path), None),
+        [flag, path, tools_flag, tools] if flag == "--channel" && tools_flag == "--tools" => {
+            (PathBuf::from(path), Some(PathBuf::from(tools)))
+        }
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -56,7 +60,7 @@ fn main() {
     };
     let agent = Agent {
         pid1: false,
-        commands: Commands::new(),
+        commands: Commands::new(tools),
     };
     let code = match open_channel(&channel) {
         Ok((mut reader, sink)) => match agent.serve(&mut reader, &sink, true) {
@@ -81,6 +85,11 @@ fn run_as_init() -> ! {
         eprintln!("agentbox-guest: mounting the pseudo-filesystems: {e}");
         power_off();
     }
+    // Without cgroup v2 the agent still serves; layered commands then fail in the ns tier's own
+    // cgroup detection (fail closed there).
+    if let Err(e) = boot::mount_cgroup2() {
+        eprintln!("agentbox-guest: mounting cgroup2: {e}");
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let config = boot::parse_cmdline(&cmdline);
     if let Some(device) = &config.root {
@@ -92,13 +101,27 @@ fn run_as_init() -> ! {
             power_off();
         }
     }
+    // A tools disk that fails to mount only disables layered mode (its requests are refused).
+    let tools = config
+        .tools
+        .as_deref()
+        .and_then(|device| match boot::mount_tools(device) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                eprintln!(
+                    "agentbox-guest: mounting the tools disk {}: {e}",
+                    device.display()
+                );
+                None
+            }
+        });
     std::env::set_var(
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
     let agent = Agent {
         pid1: true,
-        commands: Commands::new(),
+        commands: Commands::new(tools),
     };
     // The port appears when the virtio-serial driver has probed it.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -25,12 +25,17 @@ impl Drop for Agent {
 }
 
 fn start() -> Agent {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&std::ffi::OsStr]) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("channel.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_agentbox-guest"))
         .arg("--channel")
         .arg(&path)
+        .args(extra)
         .spawn()
         .unwrap();
     let (stream, _) = listener.accept().unwrap();
@@ -54,7 +59,7 @@ fn cmd(argv: &[&str]) -> RunRequest {
         timeout_ms: None,
         uid: None,
         gid: None,
-        layered_ns: false,
+        layered_spec: None,
     }
 }
 
@@ -160,7 +165,9 @@ fn missing_command_is_not_found_and_agent_keeps_serving() {
     );
     assert_agent_error(result, ErrorCode::CannotExecute);
     let mut layered = cmd(&["true"]);
-    layered.layered_ns = true;
+    layered.env.clear();
+    layered.layered_spec = Some(r#"{"tier":"ns"}"#.into());
+    // No --tools: no tools disk, so layered mode is refused.
     assert_agent_error(
         agent
             .client
@@ -359,4 +366,41 @@ fn exec_round_trip_of_true() {
     }
     let each = started.elapsed() / rounds;
     println!("exec round trip of /bin/true over the socket: {each:?} (mean of {rounds})");
+}
+
+/// Layered mode through a stand-in `agentbox` (a script printing what it was given): the agent
+/// runs `<tools>/agentbox __sandbox -- ARGV` with only the spec in its environment, streams its
+/// output and reports its exit code.
+#[test]
+fn layered_runs_the_tools_helper_with_the_spec() {
+    let tools = tempfile::tempdir().unwrap();
+    let helper = tools.path().join("agentbox");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho \"args:$*\"\necho \"spec:$AGENTBOX_SPEC_JSON\"\nenv | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_=' | sort >&2\nexit 7\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut agent = start_with(&["--tools".as_ref(), tools.path().as_os_str()]);
+    let mut layered = cmd(&["sh", "-c", "echo hi"]);
+    layered.env.clear();
+    layered.layered_spec = Some(r#"{"tier":"ns","network":{"mode":"none"}}"#.into());
+    let (exit, out, err) = run(&mut agent, layered.clone());
+    assert_eq!(exit.code, Some(7), "{out}{err}");
+    assert_eq!(
+        out,
+        "args:__sandbox -- sh -c echo hi\nspec:{\"tier\":\"ns\",\"network\":{\"mode\":\"none\"}}\n"
+    );
+    assert_eq!(
+        err,
+        "AGENTBOX_SPEC_JSON={\"tier\":\"ns\",\"network\":{\"mode\":\"none\"}}\n"
+    );
+    // The command's environment travels in the spec, not beside it.
+    layered.env = vec![("K".into(), "V".into())];
+    assert_agent_error(
+        agent
+            .client
+            .run(layered, None, &mut Vec::new(), &mut Vec::new()),
+        ErrorCode::BadRequest,
+    );
 }

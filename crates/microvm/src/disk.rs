@@ -1,6 +1,9 @@
 //! Root disks: an image directory becomes a read-only ext4 base built once (cached by key), and
-//! each sandbox writes to its own qcow2 overlay over it, deleted with the sandbox.
+//! each sandbox writes to its own qcow2 overlay over it, deleted with the sandbox. The tools disk
+//! (layered mode) is another read-only ext4 image, holding the `agentbox` binary, cached by the
+//! binary's content.
 
+use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -131,6 +134,128 @@ pub fn base_disk(dir: &Path, digest: Option<&str>, cache_dir: &Path) -> Result<P
     Ok(path)
 }
 
+/// The file name of the binary on the tools disk (the guest agent executes
+/// `/run/agentbox-tools/agentbox __sandbox -- ARGV` for layered requests).
+pub const TOOLS_BINARY: &str = "agentbox";
+
+/// Returns the cached read-only tools disk holding `agentbox` (stripped of its symbols when
+/// `strip` is installed: about a fifth smaller), building it with `mkfs.ext4 -d` when missing,
+/// into a temp file renamed into place like [`base_disk`]. Content-addressed: the cache key is the
+/// sha256 of the binary, so a rebuilt binary gets a new disk and never a stale one (the hash is
+/// remembered per file identity, see [`tools_key`]).
+pub fn tools_disk(agentbox: &Path, cache_dir: &Path) -> Result<PathBuf, DiskError> {
+    let key = tools_key(agentbox, cache_dir)?;
+    let path = cache_dir.join(format!("tools-{key}.ext4"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mkfs = find_tool("mkfs.ext4").ok_or(DiskError::MissingTool("mkfs.ext4", "e2fsprogs"))?;
+    std::fs::create_dir_all(cache_dir).map_err(|e| io(cache_dir.display(), e))?;
+    let staging = cache_dir.join(format!(".tools-{key}.{}.d", std::process::id()));
+    let tmp = cache_dir.join(format!(".tools-{key}.{}.tmp", std::process::id()));
+    let built = build_tools_disk(agentbox, &mkfs, &staging, &tmp);
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = built {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| io(path.display(), e))?;
+    Ok(path)
+}
+
+fn build_tools_disk(
+    agentbox: &Path,
+    mkfs: &Path,
+    staging: &Path,
+    tmp: &Path,
+) -> Result<(), DiskError> {
+    let _ = std::fs::remove_dir_all(staging);
+    std::fs::create_dir(staging).map_err(|e| io(staging.display(), e))?;
+    let binary = staging.join(TOOLS_BINARY);
+    let stripped = find_tool("strip").is_some_and(|strip| {
+        Command::new(strip)
+            .args(["--strip-all", "-o"])
+            .arg(&binary)
+            .arg(agentbox)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    if !stripped {
+        std::fs::copy(agentbox, &binary).map_err(|e| io(agentbox.display(), e))?;
+    }
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| io(binary.display(), e))?;
+    // No journal (never written) and no reserved blocks: the disk is the binary and a little
+    // metadata. Sizes are a floor of 8 MiB plus 10 %.
+    let bytes = tree_bytes(staging)?;
+    let size_kib = (bytes + bytes / 10 + (8 << 20)).div_ceil(4096) * 4;
+    let out = Command::new(mkfs)
+        .args(["-q", "-F", "-d"])
+        .arg(staging)
+        .args([
+            "-L",
+            "agentbox-tools",
+            "-b",
+            "4096",
+            "-m",
+            "0",
+            "-O",
+            "^has_journal",
+        ])
+        .arg(tmp)
+        .arg(format!("{size_kib}k"))
+        .output()
+        .map_err(|e| io("running mkfs.ext4", e))?;
+    if !out.status.success() {
+        return Err(DiskError::Tool {
+            tool: "mkfs.ext4",
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o444))
+        .map_err(|e| io(tmp.display(), e))
+}
+
+/// sha256 of the tools disk's recipe and of `agentbox`'s content. Hashing ~40 MB costs ~50 ms,
+/// so the key is remembered in `cache_dir` by the file's identity (device, inode, size, mtime and
+/// ctime: any write to the file changes its ctime, which no user can set back).
+fn tools_key(agentbox: &Path, cache_dir: &Path) -> Result<String, DiskError> {
+    let meta = std::fs::metadata(agentbox).map_err(|e| io(agentbox.display(), e))?;
+    let identity = format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    );
+    let index = cache_dir.join(format!(
+        ".tools-index-{}",
+        hex::encode(Sha256::digest(identity.as_bytes()))
+    ));
+    if let Ok(key) = std::fs::read_to_string(&index) {
+        if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(key);
+        }
+    }
+    let mut file = File::open(agentbox).map_err(|e| io(agentbox.display(), e))?;
+    let mut h = Sha256::new();
+    // The recipe's version: bump when the disk's layout or build changes.
+    h.update(b"agentbox-tools-disk v1\0");
+    std::io::copy(&mut file, &mut h).map_err(|e| io(agentbox.display(), e))?;
+    let key = hex::encode(h.finalize());
+    // Best effort (a read-only cache only costs the hash next time); atomic, like the disks.
+    let tmp = index.with_extension(format!("{}.tmp", std::process::id()));
+    if std::fs::create_dir_all(cache_dir).is_ok() && std::fs::write(&tmp, &key).is_ok() {
+        let _ = std::fs::rename(&tmp, &index);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(key)
+}
+
 /// Creates the sandbox's writable view of `base` in `state_dir`: a qcow2 overlay
 /// (`qemu-img create -f qcow2 -F raw -b BASE`) when `qemu-img` exists, else QEMU's own temporary
 /// snapshot of the raw base (`snapshot=on`; QEMU must then run with `TMPDIR=state_dir`).
@@ -185,6 +310,31 @@ mod tests {
         );
         let other = tempfile::tempdir().unwrap();
         assert_ne!(a, cache_key(other.path(), None).unwrap());
+    }
+
+    #[test]
+    fn tools_key_follows_content_and_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"binary one").unwrap();
+        std::fs::write(&b, b"binary one").unwrap();
+        let key = tools_key(&a, &cache).unwrap();
+        assert_eq!(
+            key,
+            tools_key(&b, &cache).unwrap(),
+            "same content, same key"
+        );
+        let indexes = || std::fs::read_dir(&cache).unwrap().count();
+        assert_eq!(indexes(), 2, "one index entry per file identity");
+        assert_eq!(key, tools_key(&a, &cache).unwrap(), "remembered");
+        assert_eq!(indexes(), 2);
+        std::fs::write(&b, b"binary two").unwrap();
+        assert_ne!(
+            key,
+            tools_key(&b, &cache).unwrap(),
+            "rewritten: new identity"
+        );
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! virtio-serial port that QEMU exposes as a unix socket.
 //!
 //! - [`initramfs`]: the cpio "newc" archive (`/init` = the agent), cached by the agent's sha256;
-//! - [`disk`]: image directory → cached read-only ext4 base → per-VM overlay;
+//! - [`disk`]: image directory → cached read-only ext4 base → per-VM overlay; the read-only tools
+//!   disk holding `agentbox` for layered (`microvm+ns`) requests;
 //! - [`qemu`]: the QEMU argv (pure);
 //! - [`accel`]: KVM or TCG, probed once and cached;
+//! - [`cgroup`]: the jailed QEMU's own cgroup (memory, pids, CPU limits), v1 or v2;
 //! - [`vm`]: a running VM: boot, run commands, power off, cleanup on drop.
 
 pub mod accel;
+pub mod cgroup;
 pub mod disk;
 pub mod initramfs;
 pub mod qemu;

@@ -42,6 +42,9 @@ pub struct VmConfig {
     pub initramfs: PathBuf,
     /// The root disk; `None` runs from the initramfs only.
     pub disk: Option<Disk>,
+    /// The tools disk (see [`crate::disk::tools_disk`]): attached read-only after the root disk,
+    /// named to the agent by `agentbox.tools=` (layered mode).
+    pub tools_disk: Option<PathBuf>,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub accel: Accel,
@@ -60,6 +63,12 @@ impl VmConfig {
         if self.disk.is_some() {
             line.push_str(" agentbox.root=/dev/vda");
         }
+        if self.tools_disk.is_some() {
+            // virtio-blk disks are named in the order of their -device arguments (checked by
+            // tests/layered.rs with a root disk: the tools disk is /dev/vdb).
+            let name = if self.disk.is_some() { "vdb" } else { "vda" };
+            line.push_str(&format!(" agentbox.tools=/dev/{name}"));
+        }
         if !self.extra_cmdline.trim().is_empty() {
             line.push(' ');
             line.push_str(self.extra_cmdline.trim());
@@ -74,7 +83,12 @@ impl VmConfig {
             "-M",
             machine,
             "-accel",
-            self.accel.as_str(),
+            match self.accel {
+                Accel::Kvm => "kvm",
+                // TCG's translation cache: QEMU's default on a large host is a 1 GiB mapping,
+                // flushed only when full; 128 MiB bounds it (see cgroup::QEMU_OVERHEAD_MIB).
+                Accel::Tcg => "tcg,tb-size=128",
+            },
             "-cpu",
             match self.accel {
                 Accel::Kvm => "host",
@@ -120,6 +134,14 @@ impl VmConfig {
             push(&["-drive", &drive]);
             push(&["-device", "virtio-blk-device,drive=root"]);
         }
+        if let Some(tools) = &self.tools_disk {
+            let drive = format!(
+                "id=tools,file={},format=raw,if=none,read-only=on",
+                opt_escape(&path(tools))
+            );
+            push(&["-drive", &drive]);
+            push(&["-device", "virtio-blk-device,drive=tools"]);
+        }
         push(&[
             "-sandbox",
             "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -147,6 +169,7 @@ mod tests {
             kernel: "/k/vmlinux".into(),
             initramfs: "/c/init.cpio".into(),
             disk: Some(Disk::Qcow2("/run/vm/overlay.qcow2".into())),
+            tools_disk: None,
             memory_mib: 256,
             vcpus: 1,
             accel: Accel::Tcg,
@@ -170,7 +193,7 @@ mod tests {
             value_of(&args, "-M"),
             ["microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on"]
         );
-        assert_eq!(value_of(&args, "-accel"), ["tcg"]);
+        assert_eq!(value_of(&args, "-accel"), ["tcg,tb-size=128"]);
         assert_eq!(value_of(&args, "-cpu"), ["max"]);
         assert_eq!(value_of(&args, "-m"), ["256M"]);
         assert_eq!(value_of(&args, "-smp"), ["1"]);
@@ -219,6 +242,36 @@ mod tests {
         assert_eq!(value_of(&args, "-cpu"), ["host"]);
         assert!(value_of(&args, "-drive").is_empty());
         assert_eq!(value_of(&args, "-append"), [BASE_CMDLINE]);
+    }
+
+    #[test]
+    fn tools_disk_is_read_only_after_the_root_and_named_on_the_cmdline() {
+        let mut c = config();
+        c.tools_disk = Some("/c/tools-1,2.ext4".into());
+        let args = c.args();
+        assert_eq!(
+            value_of(&args, "-drive"),
+            [
+                "id=root,file=/run/vm/overlay.qcow2,format=qcow2,if=none,discard=unmap",
+                "id=tools,file=/c/tools-1,,2.ext4,format=raw,if=none,read-only=on"
+            ]
+        );
+        assert_eq!(
+            value_of(&args, "-device")[2..],
+            [
+                "virtio-blk-device,drive=root",
+                "virtio-blk-device,drive=tools"
+            ]
+        );
+        assert_eq!(
+            value_of(&args, "-append"),
+            [format!(
+                "{BASE_CMDLINE} agentbox.root=/dev/vda agentbox.tools=/dev/vdb agentbox.disk=1000"
+            )]
+        );
+        c.disk = None;
+        assert!(c.cmdline().contains(" agentbox.tools=/dev/vda"));
+        assert!(!c.cmdline().contains("agentbox.root"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use agentbox_protocol::client::{Client, ClientError};
 use agentbox_protocol::{ExitRecord, RunRequest};
 
+use crate::cgroup::{self, CgroupError, QemuLimits, VmCgroup};
 use crate::disk::{self, DiskError};
 use crate::qemu::{Accel, Disk, VmConfig, QEMU};
 
@@ -38,12 +39,14 @@ impl Jail {
 
     /// The argv prefix: `unshare` (util-linux) gives QEMU its own mount, PID, network, IPC and
     /// UTS namespaces (`--fork`: QEMU is PID 1 of the new PID namespace; `--kill-child`: it gets
-    /// SIGKILL when `unshare` dies; mounts are private to it); inside, `sh` bind-mounts each
-    /// `(source, target)` of `binds` (files QEMU must read from root-only directories), then
-    /// `setpriv` drops to `uid:gid` with no supplementary groups, an empty capability bounding
-    /// set and `no_new_privs` before exec'ing QEMU. The paths travel as arguments, never through
-    /// the script text.
-    pub fn wrap(&self, binds: &[(PathBuf, PathBuf)]) -> Vec<String> {
+    /// SIGKILL when `unshare` dies; mounts are private to it); inside, `sh` first moves itself
+    /// into QEMU's cgroup by writing `0` to each of `cgroup_procs` (still single-threaded, so
+    /// every thread QEMU starts is born inside; a failed write stops the jail before QEMU runs),
+    /// bind-mounts each `(source, target)` of `binds` (files QEMU must read from root-only
+    /// directories), then `setpriv` drops to `uid:gid` with no supplementary groups, an empty
+    /// capability bounding set and `no_new_privs` before exec'ing QEMU (which then cannot write
+    /// the root-owned cgroup files). The paths travel as arguments, never through the script text.
+    pub fn wrap(&self, cgroup_procs: &[PathBuf], binds: &[(PathBuf, PathBuf)]) -> Vec<String> {
         let mut argv: Vec<String> = [
             "unshare",
             "--mount",
@@ -62,6 +65,12 @@ impl Jail {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        argv.extend(
+            cgroup_procs
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
+        argv.push("--".to_string());
         for (source, target) in binds {
             argv.push(source.to_string_lossy().into_owned());
             argv.push(target.to_string_lossy().into_owned());
@@ -80,8 +89,11 @@ impl Jail {
     }
 }
 
-/// `sh -c` script of the jail: bind-mounts argument pairs until `--`, then execs the rest.
-const BIND_SCRIPT: &str = "set -e; while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$2\"; shift 2; done; shift; exec \"$@\"";
+/// `sh -c` script of the jail: writes `0` (itself) to each cgroup.procs file until `--`,
+/// bind-mounts argument pairs until the next `--`, then execs the rest.
+const BIND_SCRIPT: &str =
+    "set -e; while [ \"$1\" != -- ]; do echo 0 > \"$1\"; shift; done; shift; \
+while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$2\"; shift 2; done; shift; exec \"$@\"";
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -92,6 +104,9 @@ pub struct VmSpec {
     pub initramfs: PathBuf,
     /// The read-only base disk (see [`disk::base_disk`]); an overlay is made per VM.
     pub base_disk: Option<PathBuf>,
+    /// The read-only tools disk (see [`disk::tools_disk`]): the guest agent mounts it and runs
+    /// layered requests with its `agentbox`. Attached as is (never written), no overlay.
+    pub tools_disk: Option<PathBuf>,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub accel: Accel,
@@ -110,6 +125,7 @@ impl VmSpec {
             kernel: kernel.to_path_buf(),
             initramfs: initramfs.to_path_buf(),
             base_disk: None,
+            tools_disk: None,
             memory_mib: 256,
             vcpus: 1,
             accel: Accel::Tcg,
@@ -135,6 +151,8 @@ pub enum VmError {
     Died { log_tail: String },
     #[error(transparent)]
     Client(ClientError),
+    #[error("QEMU's cgroup (no VM started): {0}")]
+    Cgroup(#[from] CgroupError),
 }
 
 fn io(what: impl std::fmt::Display, e: std::io::Error) -> VmError {
@@ -148,6 +166,8 @@ pub struct Vm {
     child: Option<Child>,
     exit_status: Option<std::process::ExitStatus>,
     client: Option<Client<UnixStream>>,
+    /// The jailed QEMU's cgroup; removed on drop, after QEMU is killed.
+    cgroup: Option<VmCgroup>,
     boot_to_hello: Duration,
     kernel_release: String,
     guest_boot_ms: u64,
@@ -184,6 +204,7 @@ impl Vm {
             child: None,
             exit_status: None,
             client: None,
+            cgroup: None,
             boot_to_hello: Duration::ZERO,
             kernel_release: String::new(),
             guest_boot_ms: 0,
@@ -210,10 +231,15 @@ impl Vm {
             }
             None => None,
         };
+        let tools_disk = match &spec.tools_disk {
+            Some(tools) => Some(seen(tools, "tools.ext4")?),
+            None => None,
+        };
         let config = VmConfig {
             kernel,
             initramfs,
             disk: disk.clone(),
+            tools_disk,
             memory_mib: spec.memory_mib,
             vcpus: spec.vcpus,
             accel: spec.accel,
@@ -233,8 +259,25 @@ impl Vm {
                 std::os::unix::fs::chown(&p, Some(jail.uid), Some(jail.gid))
                     .map_err(|e| io(format!("chown {}", p.display()), e))?;
             }
+            // Fail closed: no cgroup, no QEMU (an error here drops `vm`, which removes the
+            // state dir and whatever part of the cgroup was made).
+            let limits = QemuLimits::for_vm(spec.memory_mib, spec.vcpus);
+            let hierarchy = cgroup::detect_host()?;
+            vm.cgroup = Some(VmCgroup::create(
+                &hierarchy,
+                &cgroup::leaf_name(&spec.name),
+                &limits,
+            )?);
         }
-        let mut argv = spec.jail.map(|j| j.wrap(&binds)).unwrap_or_default();
+        let procs = vm
+            .cgroup
+            .as_ref()
+            .map(VmCgroup::procs_files)
+            .unwrap_or_default();
+        let mut argv = spec
+            .jail
+            .map(|j| j.wrap(&procs, &binds))
+            .unwrap_or_default();
         argv.push(QEMU.to_string());
         argv.extend(config.args());
         let mut cmd = Command::new(&argv[0]);
@@ -349,6 +392,11 @@ impl Vm {
     /// The pid of the process we spawned (QEMU, or `unshare` when jailed).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The jailed QEMU's cgroup (None without a jail).
+    pub fn cgroup(&self) -> Option<&VmCgroup> {
+        self.cgroup.as_ref()
     }
 
     /// From spawning QEMU to the agent's hello.
@@ -492,6 +540,11 @@ fn tail(path: &Path, max: u64) -> String {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+        // QEMU is dead (or its leftovers get SIGKILL from the cgroup's own list) before its
+        // cgroup goes.
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.remove();
+        }
         // The state dir may be owned by a jail uid with mode 0700: root removes it regardless.
         let _ = std::fs::set_permissions(&self.state_dir, std::fs::Permissions::from_mode(0o700));
         let _ = std::fs::remove_dir_all(&self.state_dir);

@@ -68,7 +68,7 @@ fn req(argv: &[&str]) -> RunRequest {
         timeout_ms: None,
         uid: None,
         gid: None,
-        layered_ns: false,
+        layered_spec: None,
     }
 }
 

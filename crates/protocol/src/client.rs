@@ -321,6 +321,23 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
+    /// A frame already received but not handed out yet (set aside by a wait, or decodable from
+    /// bytes already read), without reading: for callers that poll the stream themselves, which
+    /// must drain these before waiting for the stream to become readable.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame<Reply>>, ClientError> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(Some(frame));
+        }
+        loop {
+            match self.decoder.next_frame() {
+                Some(Ok(frame)) => return Ok(Some(frame)),
+                Some(Err(e)) if e.is_fatal() => return Err(ClientError::Decode(e)),
+                Some(Err(_)) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
     fn read_frame(&mut self) -> Result<Frame<Reply>, ClientError> {
         let mut buf = vec![0u8; DATA_CHUNK];
         loop {

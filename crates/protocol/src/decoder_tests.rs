@@ -15,7 +15,7 @@ fn run_request(id: u32) -> Request {
             timeout_ms: Some(1000),
             uid: None,
             gid: None,
-            layered_ns: false,
+            layered_spec: None,
         },
     }
 }
@@ -47,11 +47,24 @@ fn run_request_json_is_stable() {
     let json = serde_json::to_string(&run_request(1)).unwrap();
     assert_eq!(
         json,
-        r#"{"type":"run","id":1,"argv":["echo","hi"],"env":[["PATH","/bin"]],"cwd":"/","stdin":false,"timeout_ms":1000,"uid":null,"gid":null,"layered_ns":false}"#
+        r#"{"type":"run","id":1,"argv":["echo","hi"],"env":[["PATH","/bin"]],"cwd":"/","stdin":false,"timeout_ms":1000,"uid":null,"gid":null,"layered_spec":null}"#
     );
     let minimal: Request =
         serde_json::from_str(r#"{"type":"run","id":2,"argv":["true"],"cwd":"/"}"#).unwrap();
     assert!(matches!(minimal, Request::Run { id: 2, run } if run.env.is_empty() && !run.stdin));
+    // A 1.0 host's reserved flag is ignored; 1.1's spec decodes.
+    let old: Request = serde_json::from_str(
+        r#"{"type":"run","id":3,"argv":["true"],"cwd":"/","layered_ns":false}"#,
+    )
+    .unwrap();
+    assert!(matches!(old, Request::Run { run, .. } if run.layered_spec.is_none()));
+    let layered: Request = serde_json::from_str(
+        r#"{"type":"run","id":4,"argv":["true"],"cwd":"/","layered_spec":"{\"tier\":\"ns\"}"}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(layered, Request::Run { run, .. } if run.layered_spec.as_deref() == Some(r#"{"tier":"ns"}"#))
+    );
 }
 
 #[test]

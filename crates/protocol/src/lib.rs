@@ -43,6 +43,9 @@
 //! The agent speaks first with `Hello{version}`. The host refuses an agent of another major
 //! version; minor versions only add optional fields or new messages, so unknown fields are
 //! ignored (not denied) when decoding.
+//!
+//! - 1.1: `RunRequest::layered_spec` (layered `microvm+ns` mode) replaces the reserved
+//!   `layered_ns` flag.
 
 pub mod client;
 mod decoder;
@@ -57,7 +60,7 @@ pub use message::{
 };
 
 /// The version this crate speaks.
-pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 0 };
+pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 1 };
 
 /// The largest `len` field accepted: kind byte + payload.
 pub const MAX_FRAME_LEN: u32 = 1 << 20;

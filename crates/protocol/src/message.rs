@@ -56,10 +56,17 @@ pub struct RunRequest {
     pub uid: Option<u32>,
     #[serde(default)]
     pub gid: Option<u32>,
-    /// Reserved: run inside agentbox's `ns` tier in the guest. Agents may refuse it
-    /// (`Error{code: unsupported}`); this one does.
+    /// Layered mode (`microvm+ns`, since 1.1): run `argv` inside agentbox's own `ns` tier within
+    /// the guest, sandboxed as this `PolicySpec` JSON (chosen by the host) describes. The agent
+    /// executes `agentbox __sandbox -- argv` from the guest's tools disk with the spec in
+    /// `AGENTBOX_SPEC_JSON` and nothing else in its environment, so the command's environment,
+    /// working directory and user travel in the spec: `env` must then be empty and `uid`/`gid`
+    /// unset (else `bad_request`). Exit codes 123-127 are the helper's (setup failure, timeout,
+    /// invalid spec, cannot execute, not found). An agent without a tools disk answers
+    /// `Error{code: unsupported}`. (Replaces 1.0's reserved `layered_ns: bool`, which no agent
+    /// accepted.)
     #[serde(default)]
-    pub layered_ns: bool,
+    pub layered_spec: Option<String>,
 }
 
 /// Host → agent. Every request carries an `id` chosen by the host, unique among its live
@@ -204,7 +211,7 @@ pub enum ErrorCode {
     /// The program exists but cannot be executed (not executable, bad format).
     CannotExecute,
     Io,
-    /// Valid but not supported by this agent (e.g. `layered_ns`).
+    /// Valid but not supported by this agent or guest (e.g. `layered_spec` without a tools disk).
     Unsupported,
 }
 
