@@ -30,7 +30,8 @@ enum Command {
     /// failed on this host; 124 the timeout ended the run; 125 invalid input (policy, flag, path);
     /// 126 the command cannot be executed; 127 the command does not exist in the sandbox.
     Run(Box<run_args::RunArgs>),
-    /// Create a persistent sandbox (ns tier) and print its id; its own supervisor holds it.
+    /// Create a persistent sandbox (ns, oci, gvisor, docker or microvm tier) and print its id; its
+    /// own supervisor holds it.
     Create(Box<sandbox_args::CreateArgs>),
     /// Run a command in a persistent sandbox, exactly as confined as every other command there.
     Exec(sandbox_args::ExecArgs),

@@ -31,10 +31,15 @@ pub struct PolicyArgs {
     policy: Option<PathBuf>,
     /// Isolation tier: ns (namespaces, seccomp, Landlock, cgroups: the default), chroot (chroot
     /// and an unprivileged uid only: not a security boundary), wasm (WASI modules), oci (runc or
-    /// crun), gvisor (runsc), nspawn (systemd-nspawn), docker (a Docker daemon), or auto (the
-    /// strongest available here that enforces the whole policy). `agentbox doctor` lists them.
+    /// crun), gvisor (runsc), nspawn (systemd-nspawn), docker (a Docker daemon), microvm (QEMU and
+    /// a kernel of its own), microvm+ns (the ns tier inside that VM), or auto (the strongest
+    /// available here that enforces the whole policy). `agentbox doctor` lists them.
     #[arg(long, value_name = "TIER")]
     tier: Option<String>,
+    /// The microvm tiers: boot this guest kernel (an uncompressed vmlinux that boots with PVH)
+    /// instead of agentbox's own build (scripts/build-guest-kernel.sh).
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
     /// The oci tier's runtime: runc or crun (default: whichever works here, crun first).
     #[arg(long, value_name = "runc|crun")]
     runtime: Option<String>,
@@ -105,6 +110,20 @@ pub fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     code
 }
 
+/// `--kernel`: only for the microvm tiers, and only a file that exists. The runtime reads the
+/// kernel from `AGENTBOX_KERNEL` (what a create's supervisor inherits too).
+fn use_kernel(kernel: &std::path::Path, tier: Option<&str>) -> Result<(), String> {
+    if !matches!(tier, Some("microvm" | "microvm+ns")) {
+        return Err("--kernel: only the microvm tiers boot a kernel (give --tier microvm)".into());
+    }
+    if !kernel.is_file() {
+        return Err(format!("--kernel {}: no such file", kernel.display()));
+    }
+    // The CLI is single-threaded here: nothing reads the environment concurrently.
+    std::env::set_var("AGENTBOX_KERNEL", kernel);
+    Ok(())
+}
+
 /// Builds the spec: the policy file (if any), then every flag on top.
 pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
     let mut spec = match &args.policy {
@@ -121,6 +140,9 @@ pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
         }
     };
     set(&mut spec.tier, &args.tier);
+    if let Some(kernel) = &args.kernel {
+        use_kernel(kernel, spec.tier.as_deref())?;
+    }
     set(&mut spec.runtime, &args.runtime);
     set(&mut spec.image, &args.image);
     set(&mut spec.workspace, &args.workspace);

@@ -9,24 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
+use common::busybox::busybox_root;
 use common::*;
-
-/// A root with busybox and its applets in /bin.
-fn busybox_root(dir: &Path) {
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "cat", "echo", "uname", "true", "sleep", "id", "head", "dd", "rm",
-    ] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-    }
-    fs::write(dir.join("etc/marker"), "from the image\n").unwrap();
-    let mut perms = fs::metadata(dir.join("tmp")).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
-    fs::set_permissions(dir.join("tmp"), perms).unwrap();
-}
 
 fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
     let mut args = vec!["--tier", "microvm", "--image", image.to_str().unwrap()];
@@ -146,4 +130,66 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+}
+
+#[test]
+fn microvm_plus_ns_runs_the_command_in_the_ns_tier_inside_the_guest() {
+    let _guard = serial();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("root");
+    busybox_root(&image);
+    let before = host_state();
+    let qemu_before = qemu_processes();
+    let record = work.path().join("record.json");
+    // The fields plain microvm refuses (pids, nofile) are the inner ns tier's to enforce.
+    let o = run(&[
+        "--tier",
+        "microvm+ns",
+        "--image",
+        image.to_str().unwrap(),
+        "--pids",
+        "16",
+        "--nofile",
+        "40",
+        "--exit-record",
+        record.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; ulimit -n; \
+         tr '\\0' ' ' < /proc/1/cmdline; echo; uname -r; echo x > /etc/x || echo denied",
+    ]);
+    let out = ok(o);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("\n40\n"), "{out}");
+    assert!(
+        out.contains("agentbox __sandbox"),
+        "pid 1 is not agentbox's ns init: {out}"
+    );
+    assert!(out.contains("-agentbox\n"), "not the guest kernel: {out}");
+    assert!(out.ends_with("denied\n"), "{out}");
+    let record = fs::read_to_string(&record).unwrap();
+    assert!(record.contains("\"microvm+ns\""), "{record}");
+    // The pids limit holds inside; exit codes and the timeout come through both layers.
+    let o = vm_layered(
+        &image,
+        &["--pids", "8"],
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 5 & done; wait",
+    );
+    assert_ne!(o.status.code(), Some(0), "12 processes ran under pids=8");
+    assert_eq!(vm_layered(&image, &[], "exit 5").status.code(), Some(5));
+    let o = vm_layered(&image, &["--timeout", "2s"], "sleep 60");
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+
+    assert_nothing_left(&before);
+    assert_eq!(qemu_processes(), qemu_before, "a QEMU is left");
+}
+
+fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
+    let mut args = vec!["--tier", "microvm+ns", "--image", image.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.extend(["--", "sh", "-c", script]);
+    run(&args)
 }

@@ -15,5 +15,5 @@ pub use spec::{LimitsSpec, MountSpec, NetworkSpec, PolicySpec};
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use validate::{
     image_name, Access, Cpus, Env, Image, Limits, Mount, MountKind, OciRuntime, Policy, Tier,
-    DEFAULT_PATH, OPTIONAL_FIELDS,
+    DEFAULT_PATH, LAYERED_TIER, OPTIONAL_FIELDS,
 };

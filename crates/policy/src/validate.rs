@@ -171,6 +171,9 @@ pub struct Policy {
     /// The environment exactly as the policy gave it, without agentbox's defaults (tiers with no
     /// host environment at all, such as wasm, use only this).
     pub env_given: Env,
+    /// `microvm+ns`: the microVM's guest agent runs the command inside agentbox's `ns` tier in
+    /// the guest (a sandbox inside a VM). Only with `tier = microvm`.
+    pub layered: bool,
 }
 
 impl Policy {
@@ -179,14 +182,33 @@ impl Policy {
     pub fn insists_on(&self, field: &str) -> bool {
         self.given.contains(&field) && !self.optional.iter().any(|o| o == field)
     }
+
+    /// The tier as users name it: `microvm+ns` for the layered microVM, else the tier's name.
+    pub fn tier_label(&self) -> &'static str {
+        if self.layered {
+            LAYERED_TIER
+        } else {
+            self.tier.name()
+        }
+    }
 }
+
+/// The name of the layered tier: the `ns` tier inside a microVM.
+pub const LAYERED_TIER: &str = "microvm+ns";
 
 impl PolicySpec {
     /// Validates the whole spec. `host_term` is the caller's TERM, the one variable passed through.
     pub fn validate(&self, host_term: Option<&str>) -> Result<Policy, PolicyError> {
         let tier_name = self.tier.as_deref().unwrap_or("ns");
-        let tier = Tier::from_name(tier_name).ok_or_else(|| {
-            let known: Vec<&str> = Tier::ALL.iter().map(|t| t.name()).collect();
+        let layered = tier_name == LAYERED_TIER;
+        let tier = if layered {
+            Some(Tier::Microvm)
+        } else {
+            Tier::from_name(tier_name)
+        };
+        let tier = tier.ok_or_else(|| {
+            let mut known: Vec<&str> = Tier::ALL.iter().map(|t| t.name()).collect();
+            known.push(LAYERED_TIER);
             let hint = if tier_name == "auto" {
                 "`auto` is resolved before validation (see agentbox_runtime::select)".to_string()
             } else {
@@ -293,6 +315,7 @@ impl PolicySpec {
             user,
             given,
             optional: self.optional.clone(),
+            layered,
             env_given: self
                 .env
                 .iter()

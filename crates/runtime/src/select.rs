@@ -1,7 +1,7 @@
 //! `--tier auto`: the strongest tier that is available on this host and enforces the whole
 //! policy. Strength order, strongest first:
-//! - `microvm`: a kernel of its own under QEMU (needs an image: the `host` image cannot be shared
-//!   into a guest);
+//! - `microvm+ns`, then `microvm`: a kernel of its own under QEMU, with agentbox's `ns` tier inside
+//!   the guest first (needs an image: the `host` image cannot be shared into a guest);
 //! - `gvisor`: a user-space kernel between the command and the host's (a kernel bug the command
 //!   reaches is gVisor's, not the host's);
 //! - `ns`: agentbox's own namespaces with seccomp, Landlock, no capabilities and cgroups (in
@@ -40,25 +40,31 @@ pub fn validate(spec: &PolicySpec, term: Option<&str>) -> Result<Policy, RunErro
             .and_then(resolve_image);
     }
     let mut reasons = Vec::new();
-    for tier in STRENGTH {
+    // A microVM is tried layered first: the ns tier inside the guest is a second boundary (and
+    // enforces the process and descriptor limits the plain guest refuses).
+    let candidates = STRENGTH.iter().flat_map(|&tier| match tier {
+        Tier::Microvm => vec![(tier, agentbox_policy::LAYERED_TIER), (tier, tier.name())],
+        _ => vec![(tier, tier.name())],
+    });
+    for (tier, name) in candidates {
         let mut candidate = spec.clone();
-        candidate.tier = Some(tier.name().into());
+        candidate.tier = Some(name.into());
         let policy = match candidate.validate(term) {
             Ok(p) => resolve_image(p)?,
             // `runtime` is an oci-only field: other tiers are skipped, not an input error.
             Err(e) if e.field == "runtime" => {
-                reasons.push(format!("{}: {e}", tier.name()));
+                reasons.push(format!("{name}: {e}"));
                 continue;
             }
             Err(e) => return Err(policy_error(e)),
         };
         if let Some(why) = unavailable(tier) {
-            reasons.push(format!("{}: {why}", tier.name()));
+            reasons.push(format!("{name}: {why}"));
             continue;
         }
         match crate::tier::check_enforceable(&policy) {
             Ok(()) => return Ok(policy),
-            Err(e) => reasons.push(format!("{}: {e}", tier.name())),
+            Err(e) => reasons.push(format!("{name}: {e}")),
         }
     }
     Err(RunError::Unenforceable {

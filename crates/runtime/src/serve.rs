@@ -74,7 +74,8 @@ pub fn serve(
                         let _ = process::kill(pid, signo);
                     }
                 }
-                None => {}
+                // File requests go only to a VM host.
+                Some(InitRequest::File { .. }) | None => {}
             }
         }
     }

@@ -2,6 +2,7 @@
 //! snapshots of what a run could leave behind on the host (mounts, cgroups, uid slots, temp dirs).
 #![allow(dead_code)]
 
+pub mod busybox;
 pub mod oci_layout;
 pub mod testnet;
 

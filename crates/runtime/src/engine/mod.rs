@@ -48,9 +48,10 @@ pub fn payload_in_caller_cgroup(tier: Tier) -> bool {
 pub fn root_seen_by_init(policy: &Policy) -> Option<std::path::PathBuf> {
     let stage = std::path::Path::new(crate::build::STAGE);
     match policy.tier {
-        Tier::Ns | Tier::Chroot | Tier::Wasm | Tier::Microvm => Some("/".into()),
-        // gVisor's sentry caches the files it serves and would not see a host-side write.
-        Tier::Docker | Tier::Gvisor => None,
+        Tier::Ns | Tier::Chroot | Tier::Wasm => Some("/".into()),
+        // gVisor's sentry caches the files it serves and would not see a host-side write; a
+        // microVM's files are in the guest (its init, the VM host, runs on the host's root).
+        Tier::Docker | Tier::Gvisor | Tier::Microvm => None,
         Tier::Oci | Tier::Nspawn => Some(match policy.image {
             agentbox_policy::Image::Host => stage.to_path_buf(),
             _ => stage.join("root"),

@@ -94,7 +94,8 @@ fn serve_requests(
                     kill(r, signo);
                 }
             }
-            None => {}
+            // File requests go only to a VM host.
+            Some(InitRequest::File { .. }) | None => {}
         }
     }
 }

@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 use agentbox_microvm::{Accel, Jail, Vm, VmError, VmSpec};
 use agentbox_policy::{Image, NetMode, Policy};
 use agentbox_protocol::client::ClientError;
-use agentbox_protocol::{ErrorCode, RunRequest};
+use agentbox_protocol::ErrorCode;
 use agentbox_sys::process::Exit;
 
+pub(crate) mod host;
+pub mod layered;
+
+use crate::persistent::protocol::ExecRequest;
 use crate::record::ExitRecord;
 use crate::uidmap::Slot;
 use crate::RunError;
@@ -79,14 +83,23 @@ pub fn check(policy: &Policy) -> Result<(), RunError> {
             "the guest has no network device in this version",
         );
     }
-    for (field, reason) in [
-        (
-            "limits.pids",
-            "the guest agent does not cap processes yet; the VM's memory bounds them",
-        ),
-        ("limits.nofile", "the guest agent does not set rlimits yet"),
-        ("limits.fuel", "fuel is the wasm tier's CPU budget"),
-    ] {
+    // Layered, the ns tier inside the guest enforces processes and descriptors.
+    let refused: &[(&str, &str)] = if policy.layered {
+        &[("limits.fuel", "fuel is the wasm tier's CPU budget")]
+    } else {
+        &[
+            (
+                "limits.pids",
+                "the guest agent does not cap processes (microvm+ns does: the ns tier in the guest)",
+            ),
+            (
+                "limits.nofile",
+                "the guest agent does not set rlimits (microvm+ns does: the ns tier in the guest)",
+            ),
+            ("limits.fuel", "fuel is the wasm tier's CPU budget"),
+        ]
+    };
+    for &(field, reason) in refused {
         if policy.insists_on(field) {
             return refuse(field, reason);
         }
@@ -147,9 +160,16 @@ fn unavailable_error(why: Option<String>) -> RunError {
     }
 }
 
-/// Boots a VM for `policy`, runs `argv` in it with this process's stdio, powers it off.
-pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
-    let started = Instant::now();
+/// A VM booted for a policy, with the uid slot that names it and its jail (freed on drop, after
+/// the VM).
+pub struct Booted {
+    pub vm: Vm,
+    pub slot: Slot,
+}
+
+/// Checks `policy` against the tier, then boots a VM for it: the image's base disk under a
+/// fresh overlay, the policy's memory and vCPUs, QEMU jailed as the slot's uid.
+pub fn boot(policy: &Policy) -> Result<Booted, RunError> {
     crate::tier::check_enforceable(policy)?;
     if let Some(why) = unavailable() {
         return Err(unavailable_error(Some(why)));
@@ -186,7 +206,26 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     spec.accel = accel;
     spec.extra_cmdline = format!("agentbox.disk={}", policy.limits.disk);
     spec.jail = Some(Jail::nth(u16::try_from(index % 0xffff).unwrap_or(0)));
-    let mut vm = Vm::boot(spec).map_err(vm_error)?;
+    if policy.layered {
+        spec.tools_disk = Some(layered::tools_disk()?);
+    }
+    let vm = Vm::boot(spec).map_err(vm_error)?;
+    Ok(Booted { vm, slot })
+}
+
+/// The command's working directory in the guest: the policy's when it sets one, else `/`.
+pub(crate) fn guest_cwd(policy: &Policy) -> String {
+    if policy.insists_on("cwd") {
+        policy.cwd.display().to_string()
+    } else {
+        "/".into()
+    }
+}
+
+/// Boots a VM for `policy`, runs `argv` in it with this process's stdio, powers it off.
+pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
+    let started = Instant::now();
+    let Booted { mut vm, slot } = boot(policy)?;
     // The wall-clock limit, from the host: the guest enforces it per command, and a guest that
     // stops answering is killed at the limit plus a grace.
     let timeout = policy.limits.timeout;
@@ -197,21 +236,14 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
             let _ = agentbox_sys::process::kill(-(pid as i32), agentbox_sys::signal::SIGKILL);
         });
     }
-    let cwd = if policy.insists_on("cwd") {
-        policy.cwd.display().to_string()
-    } else {
-        "/".into()
-    };
-    let request = RunRequest {
-        argv: argv.to_vec(),
-        env: policy.env.clone(),
-        cwd,
-        stdin: true,
-        timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        uid: (policy.user != 0).then_some(policy.user),
-        gid: None,
-        layered_ns: false,
-    };
+    let request = host::run_request(
+        policy,
+        &ExecRequest {
+            argv: argv.to_vec(),
+            stdin: true,
+            ..ExecRequest::default()
+        },
+    );
     let mut stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
@@ -226,7 +258,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
         (None, None) => Exit::Code(crate::exit_code::SETUP_FAILED),
     };
     Ok(ExitRecord::new(
-        "microvm",
+        policy.tier_label(),
         exit,
         record.timed_out,
         started.elapsed(),
@@ -234,7 +266,7 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     ))
 }
 
-fn vm_error(e: VmError) -> RunError {
+pub(crate) fn vm_error(e: VmError) -> RunError {
     match e {
         VmError::Client(ClientError::Agent { code, message }) => match code {
             ErrorCode::NotFound => RunError::NotFound(message),

@@ -20,6 +20,30 @@ pub enum Request {
     Signal { signo: i32 },
     /// Tear the sandbox down.
     Stop,
+    /// A file operation done by the sandbox's own agent (the microvm tier, whose files live in
+    /// the guest): `Write` carries the source descriptor, `Read` the destination's.
+    File(FileOp),
+}
+
+/// A file operation in a sandbox whose files agentbox reaches only through its init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "file", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FileOp {
+    /// Creates or truncates `path` with `mode` from the descriptor sent along.
+    Write { path: String, mode: u32 },
+    /// Copies `path` into the descriptor sent along.
+    Read { path: String },
+    /// Lists directory `path`.
+    List { path: String },
+}
+
+/// An entry of a directory listing done by an init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,14 +86,30 @@ pub enum Reply {
         message: String,
     },
     Stopped,
+    /// A file operation finished: the bytes moved, or a directory's entries.
+    FileDone {
+        size: u64,
+        entries: Vec<Entry>,
+    },
 }
 
 /// What the supervisor asks the init.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InitRequest {
-    Exec { id: u64, request: ExecRequest },
-    Kill { id: u64, signo: i32 },
+    Exec {
+        id: u64,
+        request: ExecRequest,
+    },
+    Kill {
+        id: u64,
+        signo: i32,
+    },
+    /// A file operation (only inits that hold their files behind an agent take these).
+    File {
+        id: u64,
+        operation: FileOp,
+    },
 }
 
 /// What the init reports.
@@ -84,6 +124,15 @@ pub enum InitEvent {
         id: u64,
         code: Option<i32>,
         signal: Option<i32>,
+    },
+    /// A microVM is up: QEMU's process group and the VM's state directory, for the supervisor
+    /// to clean up if the VM host itself dies.
+    VmReady { qemu_group: i32, state_dir: String },
+    /// A file operation finished.
+    FileDone {
+        id: u64,
+        size: u64,
+        entries: Vec<Entry>,
     },
     /// The command could not start; `kind` and `message` as in `launch::Failure`.
     Failed {

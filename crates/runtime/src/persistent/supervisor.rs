@@ -12,11 +12,11 @@ use agentbox_policy::Policy;
 use agentbox_sys::process::{self, Exit, Fork};
 use agentbox_sys::{fd, msg, signal};
 
+use super::held::{self, Held};
 use super::protocol::{decode, encode, InitEvent, InitRequest, Reply, Request, MAX_MESSAGE};
 use super::state::{self, State};
 use super::wasm::{self, WasmExec};
 use crate::net::NetContext;
-use crate::supervise::{launch, Launched, Purpose};
 use crate::{exit_code, RunError};
 
 /// Options of `agentbox create` beyond the policy.
@@ -83,7 +83,7 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
         }
         _ => (None, None),
     };
-    let tier = policy.tier.name();
+    let tier = policy.tier_label();
     let policy = layered.as_ref().unwrap_or(policy);
     let id = state::new_id()?;
     let dir = state::dir_of(&id);
@@ -128,6 +128,21 @@ pub fn create(policy: &Policy, options: &CreateOptions) -> Result<String, RunErr
             }
         }
     }
+}
+
+/// The exit code of a failure an init reported by kind (`launch::Failure`'s names).
+fn code_of_kind(kind: &str) -> i32 {
+    match kind {
+        "invalid" => exit_code::INVALID_INPUT,
+        "not-found" => exit_code::NOT_FOUND,
+        "cannot-execute" => exit_code::CANNOT_EXECUTE,
+        _ => exit_code::SETUP_FAILED,
+    }
+}
+
+/// An error an init reported by kind.
+pub(crate) fn error_from_kind(kind: &str, message: String) -> RunError {
+    error_from(code_of_kind(kind), message)
 }
 
 /// An error that crossed a process boundary as (exit code, message).
@@ -197,13 +212,16 @@ fn supervise(
         sandbox: id.to_string(),
         dir: Some(state::dir_of(id)),
     };
-    let mut launched = match launch(policy, Purpose::Serve(theirs), &net_context) {
-        Ok(l) => l,
+    let (mut held, ours) = match held::start(policy, ours, theirs, &net_context) {
+        Ok(h) => h,
         Err(e) => fail_start(&mut ready, &e),
     };
     if crate::tier::mechanisms(policy.tier).is_some_and(|m| m.engine) && !engine_ready(&ours) {
         // The child reported why on the report pipe: `finish` turns that into the error.
-        let e = launched
+        let Held::Sandbox(launched) = held else {
+            process::exit_now(1)
+        };
+        let e = (*launched)
             .finish(policy, Ok((Exit::Code(0), false)))
             .err()
             .unwrap_or_else(|| RunError::setup("engine", "the container did not start"));
@@ -219,10 +237,10 @@ fn supervise(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         supervisor: std::process::id(),
-        init: launched.sandbox.child,
-        uid_base: launched.uid_base(),
+        init: held.init_pid(),
+        uid_base: held.uid_base(),
         user: policy.user,
-        cgroups: launched.sandbox.cgroup_dirs(),
+        cgroups: held.cgroups(),
         tenant: options.tenant.clone(),
         root: crate::engine::root_seen_by_init(policy),
     };
@@ -238,18 +256,18 @@ fn supervise(
     }) {
         Ok(l) => l,
         Err(e) => {
-            let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+            held.finish(policy);
             fail_start(&mut ready, &RunError::setup("control socket", e))
         }
     };
     if let Err(e) = state::write(&state) {
-        let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+        held.finish(policy);
         fail_start(&mut ready, &e);
     }
     let signals = match signal::signalfd() {
         Ok(s) => s,
         Err(e) => {
-            let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+            held.finish(policy);
             fail_start(&mut ready, &RunError::setup("signalfd", e))
         }
     };
@@ -257,7 +275,7 @@ fn supervise(
     drop(ready);
     let ttl_deadline = options.ttl.map(|t| started + t);
     let stopper = serve_clients(
-        &mut launched,
+        &mut held,
         &listener,
         &ours,
         &signals,
@@ -266,7 +284,7 @@ fn supervise(
         wasm,
     );
     drop(ours);
-    let _ = launched.finish(policy, Ok((Exit::Code(0), false)));
+    held.finish(policy);
     let _ = std::fs::remove_dir_all(state.dir());
     if let Some(conn) = stopper {
         reply(&conn, &Reply::Stopped);
@@ -296,7 +314,7 @@ fn fail_start(ready: &mut std::fs::File, e: &RunError) -> ! {
 
 /// The event loop. Returns when the sandbox must end, with the connection that asked for it.
 fn serve_clients(
-    launched: &mut Launched,
+    held: &mut Held,
     listener: &OwnedFd,
     init: &OwnedFd,
     signals: &OwnedFd,
@@ -354,7 +372,7 @@ fn serve_clients(
         if ready[2] {
             while let Some(received) = signal::read_signalfd(signals) {
                 match received.signo {
-                    signal::SIGCHLD if launched.sandbox.init_exited() => return None,
+                    signal::SIGCHLD if held.init_exited() => return None,
                     signal::SIGTERM | signal::SIGINT | signal::SIGHUP => return None,
                     _ => {}
                 }
@@ -392,16 +410,17 @@ fn serve_clients(
                     Some(InitEvent::Failed { id, kind, message }) => {
                         if let Some(i) = clients.iter().position(|c| c.exec == Some(id)) {
                             let client = clients.remove(i);
-                            let exit_code = match kind.as_str() {
-                                "invalid" => exit_code::INVALID_INPUT,
-                                "not-found" => exit_code::NOT_FOUND,
-                                "cannot-execute" => exit_code::CANNOT_EXECUTE,
-                                _ => exit_code::SETUP_FAILED,
-                            };
+                            let exit_code = code_of_kind(&kind);
                             reply(&client.conn, &Reply::Error { exit_code, message });
                         }
                     }
-                    Some(InitEvent::Ready) | None => {}
+                    Some(InitEvent::FileDone { id, size, entries }) => {
+                        if let Some(i) = clients.iter().position(|c| c.exec == Some(id)) {
+                            let client = clients.remove(i);
+                            reply(&client.conn, &Reply::FileDone { size, entries });
+                        }
+                    }
+                    Some(InitEvent::Ready | InitEvent::VmReady { .. }) | None => {}
                 },
             }
         }
@@ -440,6 +459,29 @@ fn serve_clients(
                         return None;
                     }
                 }
+                Some(Request::File(operation))
+                    if client.exec.is_none() && matches!(held, Held::Vm(_)) =>
+                {
+                    next_exec += 1;
+                    client.exec = Some(next_exec);
+                    let raw: Vec<i32> = stdio.iter().map(|f| f.as_raw_fd()).collect();
+                    let message = encode(&InitRequest::File {
+                        id: next_exec,
+                        operation,
+                    });
+                    if msg::send(init, &message, &raw).is_err() {
+                        return None;
+                    }
+                }
+                Some(Request::File(_)) => reply(
+                    &client.conn,
+                    &Reply::Error {
+                        exit_code: exit_code::INVALID_INPUT,
+                        message: "file requests go to a microVM's supervisor only, one per \
+                                  connection"
+                            .into(),
+                    },
+                ),
                 Some(Request::Exec(_)) => reply(
                     &client.conn,
                     &Reply::Error {

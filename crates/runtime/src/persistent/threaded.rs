@@ -14,6 +14,7 @@ use agentbox_policy::PolicySpec;
 use agentbox_sys::resolve::{self, FileKind, OpenFlags};
 use agentbox_sys::{creds, fd, msg};
 
+use super::agent_files;
 use super::protocol::{decode, encode, ExecRequest, Reply, Request, MAX_MESSAGE};
 use super::state::{self, Health, State};
 use super::supervisor::{error_from, CreateOptions};
@@ -249,6 +250,9 @@ fn absolute(path: &Path) -> Result<(), RunError> {
 pub fn write_file(target: &str, path: &Path, contents: &[u8]) -> Result<(), RunError> {
     absolute(path)?;
     let state = running(target)?;
+    if agent_files::behind_agent(&state) {
+        return agent_files::write(&state, path, contents);
+    }
     let root = root_of(&state)?;
     as_sandbox_user(&state, || {
         let file = resolve::open_in_root(
@@ -266,6 +270,9 @@ pub fn write_file(target: &str, path: &Path, contents: &[u8]) -> Result<(), RunE
 pub fn read_file(target: &str, path: &Path, max: usize) -> Result<Vec<u8>, RunError> {
     absolute(path)?;
     let state = running(target)?;
+    if agent_files::behind_agent(&state) {
+        return agent_files::read(&state, path, max);
+    }
     let root = root_of(&state)?;
     as_sandbox_user(&state, || {
         let file = resolve::open_in_root(&root, path, OpenFlags::READ.non_blocking(), 0)
@@ -299,6 +306,17 @@ pub struct DirEntry {
 pub fn list_dir(target: &str, path: &Path) -> Result<Vec<DirEntry>, RunError> {
     absolute(path)?;
     let state = running(target)?;
+    if agent_files::behind_agent(&state) {
+        let entries = agent_files::list(&state, path)?;
+        return Ok(entries
+            .into_iter()
+            .map(|e| DirEntry {
+                name: e.name,
+                kind: e.kind,
+                size: e.size,
+            })
+            .collect());
+    }
     let root = root_of(&state)?;
     as_sandbox_user(&state, || {
         let dir = resolve::open_in_root(&root, path, OpenFlags::DIRECTORY, 0)
