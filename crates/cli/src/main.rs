@@ -208,12 +208,17 @@ fn gc() -> i32 {
             for link in &r.networks {
                 println!("removed network {link}");
             }
+            for vm in &r.vms {
+                println!("removed microVM state {vm}");
+            }
             println!(
-                "reclaimed {} sandbox(es), {} cgroup(s), {} uid slot(s) and {} network(s)",
+                "reclaimed {} sandbox(es), {} cgroup(s), {} uid slot(s), {} network(s) and {} \
+                 microVM(s)",
                 r.sandboxes.len(),
                 r.cgroups.len(),
                 r.slots,
-                r.networks.len()
+                r.networks.len(),
+                r.vms.len()
             );
             0
         }

@@ -193,3 +193,69 @@ fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
     args.extend(["--", "sh", "-c", script]);
     run(&args)
 }
+
+/// Live (not zombie) QEMU processes.
+fn live_qemu_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            stat.contains("(qemu-system") && !stat.contains(") Z ")
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_killed_agentbox_takes_its_vm_along_and_gc_reclaims_the_rest() {
+    let _guard = serial();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("root");
+    busybox_root(&image);
+    let before = host_state();
+    let qemu_before = live_qemu_pids();
+    let mut child = agentbox(&[
+        "run",
+        "--tier",
+        "microvm",
+        "--image",
+        image.to_str().unwrap(),
+        "--",
+        "sleep",
+        "60",
+    ])
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ours = loop {
+        let new: Vec<u32> = live_qemu_pids()
+            .into_iter()
+            .filter(|p| !qemu_before.contains(p))
+            .collect();
+        if !new.is_empty() {
+            break new;
+        }
+        assert!(std::time::Instant::now() < deadline, "no QEMU started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // QEMU dies with agentbox (parent-death signals through the jail), not at its own leisure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while live_qemu_pids().iter().any(|p| ours.contains(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU outlived agentbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Its cgroup, uid slot and state directory are gc's to reclaim.
+    let out = ok(agentbox(&["gc"]).output().unwrap());
+    assert!(out.contains("microVM state vm-"), "{out}");
+    assert_nothing_left(&before);
+    let vms = fs::read_dir("/run/agentbox/vms")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+}

@@ -37,7 +37,10 @@ impl Jail {
         }
     }
 
-    /// The argv prefix: `unshare` (util-linux) gives QEMU its own mount, PID, network, IPC and
+    /// The argv prefix: `setpriv --pdeathsig KILL` ties the jail to the thread that spawns it
+    /// (the owner of the `Vm` must keep that thread alive: a one-shot run's main thread, the
+    /// single-threaded VM host, a pool's refill thread), so a killed agentbox takes its VM along;
+    /// `unshare` (util-linux) gives QEMU its own mount, PID, network, IPC and
     /// UTS namespaces (`--fork`: QEMU is PID 1 of the new PID namespace; `--kill-child`: it gets
     /// SIGKILL when `unshare` dies; mounts are private to it); inside, `sh` first moves itself
     /// into QEMU's cgroup by writing `0` to each of `cgroup_procs` (still single-threaded, so
@@ -48,6 +51,10 @@ impl Jail {
     /// the root-owned cgroup files). The paths travel as arguments, never through the script text.
     pub fn wrap(&self, cgroup_procs: &[PathBuf], binds: &[(PathBuf, PathBuf)]) -> Vec<String> {
         let mut argv: Vec<String> = [
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
             "unshare",
             "--mount",
             "--pid",
@@ -83,6 +90,10 @@ impl Jail {
             "--clear-groups".to_string(),
             "--bounding-set=-all".to_string(),
             "--no-new-privs".to_string(),
+            // Changing the uid clears the parent-death signal `unshare --kill-child` gave: set
+            // again after the drop, so QEMU still dies with `unshare`.
+            "--pdeathsig".to_string(),
+            "KILL".to_string(),
             "--".to_string(),
         ]);
         argv

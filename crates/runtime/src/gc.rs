@@ -18,6 +18,8 @@ pub struct Reclaimed {
     pub slots: usize,
     /// Veths and firewall tables (open network mode) of slots nobody holds.
     pub networks: Vec<String>,
+    /// State directories of microVMs whose owner died.
+    pub vms: Vec<String>,
 }
 
 /// Reclaims failed persistent sandboxes, removes the cgroup leaves of dead supervisors and frees
@@ -34,6 +36,17 @@ pub fn collect() -> Result<Reclaimed, RunError> {
     }
     reclaimed.slots = crate::uidmap::free_stale_slots();
     reclaimed.networks = crate::net::collect_orphans(&crate::uidmap::slot_held);
+    // The state directories (overlay, sockets, logs) of microVMs whose owner died.
+    if let Ok(entries) = std::fs::read_dir(agentbox_microvm::vm::DEFAULT_RUN_DIR) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let slot = name.strip_prefix("vm-").and_then(|n| n.parse().ok());
+            if slot.is_some_and(|s| !crate::uidmap::slot_held(s)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+                reclaimed.vms.push(name);
+            }
+        }
+    }
     let roots = match cgroup::detect_host() {
         Ok(Hierarchy::V1 { memory, pids, cpu }) => [Some(memory), Some(pids), cpu]
             .into_iter()
@@ -48,7 +61,10 @@ pub fn collect() -> Result<Reclaimed, RunError> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if supervisor_of(&name).is_some_and(|pid| !supervisor_alive(pid)) {
+            let dead_supervisor = supervisor_of(&name).is_some_and(|pid| !supervisor_alive(pid));
+            // A microVM's QEMU cgroup lives as long as the VM's uid slot is held.
+            let dead_vm = vm_slot_of(&name).is_some_and(|slot| !crate::uidmap::slot_held(slot));
+            if dead_supervisor || dead_vm {
                 let dir = entry.path();
                 empty_and_remove(&dir)
                     .map_err(|e| RunError::setup(format!("gc {}", dir.display()), e))?;
@@ -57,6 +73,13 @@ pub fn collect() -> Result<Reclaimed, RunError> {
         }
     }
     Ok(reclaimed)
+}
+
+/// The uid slot in a microVM's QEMU cgroup name (`agentbox-qemu-vm-<slot>`, see
+/// `crate::microvm::boot`).
+fn vm_slot_of(name: &str) -> Option<u32> {
+    let prefix = agentbox_microvm::cgroup::leaf_name("vm-");
+    name.strip_prefix(&prefix)?.parse().ok()
 }
 
 /// The supervisor pid in a leaf name `agentbox-<supervisor>-<child>`.
@@ -98,6 +121,10 @@ mod tests {
     #[test]
     fn only_agentbox_leaf_names_name_a_supervisor() {
         assert_eq!(supervisor_of("agentbox-123-456"), Some(123));
+        assert_eq!(supervisor_of("agentbox-qemu-vm-3"), None);
+        assert_eq!(vm_slot_of("agentbox-qemu-vm-3"), Some(3));
+        assert_eq!(vm_slot_of("agentbox-qemu-test-3"), None);
+        assert_eq!(vm_slot_of("agentbox-123-456"), None);
         assert_eq!(supervisor_of("agentbox-123"), None);
         assert_eq!(supervisor_of("agentbox-test-1"), None);
         assert_eq!(supervisor_of("agentbox-1-2-3"), None);
