@@ -21,7 +21,8 @@ TIMING_RUNS=${TIMING_RUNS:-10}
 OUT=${OUT:-docs/benchmarks-engines.md}
 scripts/install-deps.sh
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet # NO_BUILD=1: time the binary already built
-BIN="$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/agentbox"
+# BIN=/path/to/agentbox: time that binary instead (e.g. a copy, while the tree is being rebuilt).
+BIN=${BIN:-"$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/agentbox"}
 PY=/usr/bin/python3 # the workload, the same binary in every root (the host's python3 may be a shim)
 
 work=$(mktemp -d /var/tmp/bench-engines.XXXXXX)
@@ -395,8 +396,9 @@ lines = [
     "  pids 1024 (agentbox's defaults), a device cgroup denying all but the runtime's defaults; the same /proc,",
     "  /dev, /dev/pts, /dev/shm, read-only /sys, masked and read-only paths; and **the same seccomp filter**",
     f"  ({len(ac['linux']['seccomp'].get('syscalls', []))} rules, default `{ac['linux']['seccomp']['defaultAction']}`), copied from the bundle of a live agentbox sandbox.",
-    "  What the raw rows lack: agentbox's JSON `--log` of the runtime, its per-run runtime probe (`--version`),",
-    "  `delete --force` and cgroup sweep after the run, and the supervisor (uid slot, cgroup, wall-clock limit).",
+    "  What the raw rows lack: agentbox's JSON `--log` of the runtime, its look along PATH for the runtime, the",
+    "  check for runtime state and cgroups left after the run (`delete --force` only when state was left), and the",
+    "  supervisor (uid slot, wall-clock limit, `destroy`).",
     "- **crun**: Debian's crun 1.8.1 refuses this cgroup-v1 hybrid host while cgroup2 is mounted at",
     "  `/sys/fs/cgroup/unified`, so the whole crun hyperfine run is inside `unshare -m` with that mount unmounted",
     "  (agentbox's engine child does the same in its private mount namespace). The agentbox crun rows are started",
@@ -409,7 +411,8 @@ lines = [
     "  --link-journal=no --resolv-conf=off --timezone=off --kill-signal=SIGKILL --private-network",
     "  --drop-capability=all --no-new-privileges=yes --private-users=BASE:65536 --private-users-ownership=off",
     "  --hostname --chdir --rlimit=NOFILE=1024`) and `--bind-ro` for each bind. Not in the raw row: agentbox's",
-    "  `--system-call-filter` list, `--setenv`s and the `env -i` wrapper it starts the command through, and the",
+    "  `--system-call-filter` arguments (the allowed names nspawn's base list lacks, about 20, and the names to",
+    "  remove from it, about 110), `--setenv`s and the `env -i` wrapper it starts the command through, and the",
     "  memory/pids cgroup agentbox puts nspawn in (the tier enforces limits in the caller's cgroup). nspawn wants",
     "  `/run/systemd/nspawn` on a tmpfs on a host without systemd, so the nspawn run is inside `unshare -m` with one.",
     f"- **docker**: a private `dockerd` started by the script (own data root, `--bridge=none --iptables=false",
@@ -444,16 +447,22 @@ lines = [
     "",
     "- **oci (runc, crun)**: the child builds the root itself (as on the `ns` tier: tmpfs, idmapped binds,",
     "  generated /etc, read-only remount), parses and translates the seccomp allowlist, writes config.json,",
-    "  runs the runtime with a JSON log, reads the OOM counter and sweeps the container's cgroups; `delete",
-    "  --force` and a /proc scan run only when the runtime left state behind (a killed run). The supervisor's",
-    "  `destroy` repeats that cheap state check for crun and runc.",
+    "  runs the runtime with a JSON log, reads the OOM counter and removes the container's cgroups where its",
+    "  `cgroupsPath` puts them (a stat per hierarchy) with their shared parent; `delete --force` and a /proc scan",
+    "  run only when the runtime left state behind (a killed run). The supervisor's `destroy` repeats that cheap",
+    "  check for crun and runc. The marks `oci: bundle written`, `oci: runtime exited`, `oci: cleaned up` frame",
+    "  the runtime's own run: everything else in the row is agentbox's.",
     "- **crun** additionally: the child unmounts the empty cgroup2 in its mount namespace and mounts a private",
     "  tmpfs there, where crun's plain cgroup directories go and vanish with the namespace.",
     "- **gvisor**: runsc keeps its state files after a container that ran to its end; agentbox removes them",
     "  itself when no process of the container is left (no `runsc delete`).",
-    "- **nspawn**: the supervisor makes the payload's cgroup (memory, pids) before it releases the child (the",
-    "  10 ms before `released child`), then root build, a tmpfs for /run/systemd/nspawn, a look at the root for the command and `env`,",
-    "  and the command started through `env -i` with the sandbox's environment.",
+    "- **nspawn**: the supervisor makes the payload's cgroup (memory, pids) and moves the child into it before it",
+    "  releases the child: on this cgroup-v1 host a write of a pid to `cgroup.procs` waits for an RCU grace period",
+    "  (the kernel's threadgroup lock; 5-16 ms here, the gap before `released child`); then root build, a tmpfs for",
+    "  /run/systemd/nspawn, a look at the root for the command and `env`, and the command started through `env -i`",
+    "  with the sandbox's environment. nspawn compiles every name of `--system-call-filter=` into one more",
+    "  libseccomp rule per architecture: agentbox sends only the allowed names its base list lacks (the whole",
+    "  allowlist, ~290 names, cost ~25 ms of nspawn's start).",
     "- **docker**: before each run the supervisor probes the daemon (`GET /version`, `GET /info`), the child",
     "  inspects the image, then create, attach, start, wait, inspect, remove; the supervisor's `destroy`",
     "  removes by name once more. The raw row is the Docker CLI, a Go binary that itself costs tens of ms.",

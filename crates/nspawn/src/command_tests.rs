@@ -199,8 +199,17 @@ fn the_syscall_filter_narrows_nspawn_to_the_allowlist() {
     for allowed in [
         "read", "write", "clone", "ioctl", "socket", "openat", "execve",
     ] {
-        assert!(f.allow.iter().any(|s| s == allowed), "{allowed} allowed");
+        // In nspawn's base list, so not sent again.
+        assert!(
+            crate::seccomp::in_nspawn_base(allowed),
+            "{allowed} in the base"
+        );
+        assert!(!f.allow.iter().any(|s| s == allowed), "{allowed} not sent");
         assert!(!f.deny.iter().any(|s| s == allowed), "{allowed} not denied");
+    }
+    // Allowed by agentbox, missing from the base list of a container without capabilities.
+    for added in ["mlock", "landlock_create_ruleset", "seccomp"] {
+        assert!(f.allow.iter().any(|s| s == added), "{added} added");
     }
     for denied in [
         "unshare",

@@ -73,6 +73,7 @@ pub fn run(sandbox: &Sandbox) -> Result<Outcome, EngineError> {
         _ => Launch::Direct,
     };
     let argv = args(sandbox, &launch)?;
+    agentbox_oci::marks::mark("nspawn: command line built");
     let mut child = Command::new(BINARY)
         .args(&argv)
         .env_clear()
@@ -86,10 +87,12 @@ pub fn run(sandbox: &Sandbox) -> Result<Outcome, EngineError> {
         })?;
     let cgroups = own_cgroups(child.id());
     let outcome = wait(&mut child, sandbox.limits.timeout);
+    agentbox_oci::marks::mark("nspawn: exited");
     for pid in survivors(&sandbox.rootfs) {
         let _ = agentbox_sys::process::kill(pid, libc::SIGKILL);
     }
     remove_subcgroups(&cgroups);
+    agentbox_oci::marks::mark("nspawn: cleaned up");
     outcome
 }
 

@@ -39,6 +39,7 @@
 //! its own cgroup; [`run`] removes them unless that cgroup is the root (shared by every nspawn
 //! started there, so removing could race with another start).
 
+mod base_filter;
 mod check;
 mod command;
 mod launch;

@@ -14,7 +14,8 @@ pub fn cgroups_path(id: &str) -> PathBuf {
     Path::new("/").join(CGROUP_PARENT).join(id)
 }
 
-/// Every cgroup directory named after `id` under the hierarchies (at depth 1 to 3), on v1 and v2.
+/// Every cgroup directory named after `id` under the hierarchies (at depth 1 to 3), on v1 and v2:
+/// the thorough search (tests use it to find leftovers).
 pub fn container_cgroups(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(hierarchies) = std::fs::read_dir(CGROUP_ROOT) else {
@@ -70,15 +71,47 @@ pub fn oom_killed(id: &str) -> bool {
         })
 }
 
-/// Kills what is left in container `id`'s cgroups and removes them (deepest first). Returns the
-/// directories it could not remove.
+/// Where the runtimes put container `id`'s cgroups (its `linux.cgroupsPath`, with the cgroupfs
+/// driver): `agentbox-oci/<id>` under each entry of the cgroup root (every v1 hierarchy, the
+/// unified one, and a plain directory a runtime took for one) and under the root itself (v2).
+/// A dozen `stat`s, where [`container_cgroups`] walks every hierarchy three levels deep.
+fn placed_cgroups(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let direct = Path::new(CGROUP_ROOT).join(CGROUP_PARENT).join(id);
+    if direct.is_dir() {
+        found.push(direct);
+    }
+    if let Ok(hierarchies) = std::fs::read_dir(CGROUP_ROOT) {
+        for h in hierarchies.flatten() {
+            let dir = h.path().join(CGROUP_PARENT).join(id);
+            if dir.is_dir() {
+                found.push(dir);
+            }
+        }
+    }
+    found
+}
+
+/// Kills what is left in container `id`'s cgroups and removes them (deepest first), where the
+/// runtimes put them. Returns the directories it could not remove.
 pub fn remove_container_cgroups(id: &str) -> Vec<PathBuf> {
-    let mut dirs = container_cgroups(id);
+    remove_cgroups(placed_cgroups(id))
+}
+
+/// As [`remove_container_cgroups`], for a container whose cgroups may be anywhere (a runtime run
+/// without agentbox's `cgroupsPath`, as the gVisor platform probe's): every directory named after
+/// `id` down to depth 3.
+pub fn remove_cgroups_named(id: &str) -> Vec<PathBuf> {
+    remove_cgroups(container_cgroups(id))
+}
+
+fn remove_cgroups(mut dirs: Vec<PathBuf>) -> Vec<PathBuf> {
     // Children before parents.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let mounts = cgroup_mounts();
     let mut left = Vec::new();
     for dir in dirs {
-        remove_tree(&dir);
+        remove_tree(&dir, &mounts);
         if dir.exists() {
             left.push(dir);
         }
@@ -88,7 +121,7 @@ pub fn remove_container_cgroups(id: &str) -> Vec<PathBuf> {
     // and of the container's own directory).
     if let Some(lock) = parent_lock() {
         if lock.try_lock().is_ok() {
-            for mount in cgroup_mounts() {
+            for mount in &mounts {
                 let _ = std::fs::remove_dir(mount.join(CGROUP_PARENT));
             }
         }
@@ -123,10 +156,10 @@ fn cgroup_mounts() -> Vec<PathBuf> {
         .collect()
 }
 
-fn remove_tree(dir: &Path) {
+fn remove_tree(dir: &Path, mounts: &[PathBuf]) {
     // A runtime that believes a directory is a hierarchy (crun with the unmounted cgroup2's
     // mount point, a plain directory of the /sys/fs/cgroup tmpfs) makes plain directories there.
-    if !cgroup_mounts().iter().any(|m| dir.starts_with(m)) {
+    if !mounts.iter().any(|m| dir.starts_with(m)) {
         let _ = std::fs::remove_dir_all(dir);
         if let Some(parent) = dir.parent() {
             let _ = std::fs::remove_dir(parent);
@@ -136,7 +169,7 @@ fn remove_tree(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
+                remove_tree(&e.path(), mounts);
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod desc;
 pub mod engine;
+pub mod marks;
 mod process;
 pub mod run;
 pub mod runtimes;

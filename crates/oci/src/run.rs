@@ -65,9 +65,12 @@ pub fn check(policy: &Policy) -> Result<(), EngineError> {
 /// Runs `sandbox.argv` to completion with the caller's stdio; removes the container after.
 pub fn run(sandbox: &Sandbox, runtime: &Runtime) -> Result<Outcome, EngineError> {
     let bundle = write_bundle(sandbox, runtime)?;
+    crate::marks::mark("oci: bundle written");
     let log = bundle.join("runtime.log");
     let result = run_container(sandbox, runtime, &bundle, &log);
+    crate::marks::mark("oci: runtime exited");
     let cleaned = cleanup(&sandbox.id, runtime);
+    crate::marks::mark("oci: cleaned up");
     let _ = std::fs::remove_file(bundle.join("config.json"));
     let outcome = result?;
     cleaned?;

@@ -394,7 +394,7 @@ fn try_platform(platform: &str) -> Result<(), String> {
                     .args(["delete", "-force", id]),
                 VERSION_TIMEOUT,
             );
-            crate::cgroups::remove_container_cgroups(id);
+            crate::cgroups::remove_cgroups_named(id);
         }
     }
     kill_mentioning(&needle);

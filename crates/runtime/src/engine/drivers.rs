@@ -51,6 +51,7 @@ fn docker_remaps_users() -> Result<(), EngineError> {
 
 /// Runs the sandbox's command to completion.
 pub fn run(tier: Tier, sandbox: &Sandbox) -> Result<Outcome, EngineError> {
+    agentbox_oci::marks::set_hook(crate::timing::mark);
     match tier {
         Tier::Oci => {
             let runtime = oci_runtime(sandbox)?;
