@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::busybox::busybox_root;
+use common::busybox::{busybox_root, live_qemu_pids, new_qemus};
 use common::*;
 
 fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
@@ -20,17 +20,6 @@ fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
     run(&args)
 }
 
-fn qemu_processes() -> usize {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            fs::read_to_string(e.path().join("comm"))
-                .is_ok_and(|c| c.trim().starts_with("qemu-system"))
-        })
-        .count()
-}
-
 #[test]
 fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     let _guard = serial();
@@ -38,7 +27,7 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     let image = work.path().join("root");
     busybox_root(&image);
     let before = host_state();
-    let qemu_before = qemu_processes();
+    let qemu_before = live_qemu_pids();
 
     // Its own kernel: agentbox's guest build, not the host's.
     let out = ok(vm(&image, &[], &["uname", "-r"]));
@@ -125,7 +114,7 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     assert!(stderr(&o).contains("image"), "{}", stderr(&o));
 
     assert_nothing_left(&before);
-    assert_eq!(qemu_processes(), qemu_before, "a QEMU is left");
+    assert_eq!(new_qemus(&qemu_before), Vec::<u32>::new(), "a QEMU is left");
     let vms = fs::read_dir("/run/agentbox/vms")
         .map(|d| d.count())
         .unwrap_or(0);
@@ -139,7 +128,7 @@ fn microvm_plus_ns_runs_the_command_in_the_ns_tier_inside_the_guest() {
     let image = work.path().join("root");
     busybox_root(&image);
     let before = host_state();
-    let qemu_before = qemu_processes();
+    let qemu_before = live_qemu_pids();
     let record = work.path().join("record.json");
     // The fields plain microvm refuses (pids, nofile) are the inner ns tier's to enforce.
     let o = run(&[
@@ -184,7 +173,7 @@ fn microvm_plus_ns_runs_the_command_in_the_ns_tier_inside_the_guest() {
     assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
 
     assert_nothing_left(&before);
-    assert_eq!(qemu_processes(), qemu_before, "a QEMU is left");
+    assert_eq!(new_qemus(&qemu_before), Vec::<u32>::new(), "a QEMU is left");
 }
 
 fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
@@ -192,19 +181,6 @@ fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
     args.extend_from_slice(flags);
     args.extend(["--", "sh", "-c", script]);
     run(&args)
-}
-
-/// Live (not zombie) QEMU processes.
-fn live_qemu_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            stat.contains("(qemu-system") && !stat.contains(") Z ")
-        })
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
 }
 
 #[test]
@@ -229,10 +205,7 @@ fn a_killed_agentbox_takes_its_vm_along_and_gc_reclaims_the_rest() {
     .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let ours = loop {
-        let new: Vec<u32> = live_qemu_pids()
-            .into_iter()
-            .filter(|p| !qemu_before.contains(p))
-            .collect();
+        let new = new_qemus(&qemu_before);
         if !new.is_empty() {
             break new;
         }

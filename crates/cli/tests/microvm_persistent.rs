@@ -8,12 +8,8 @@ use std::fs;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::busybox::busybox_root;
+use common::busybox::{busybox_root, live_qemu_pids, new_qemus};
 use common::*;
-
-fn qemu_processes() -> usize {
-    qemu_pids().len()
-}
 
 fn exec(name: &str, command: &[&str]) -> std::process::Output {
     let mut args = vec!["exec", name, "--"];
@@ -28,7 +24,7 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
     let image = work.path().join("root");
     busybox_root(&image);
     let before = host_state();
-    let qemu_before = qemu_processes();
+    let qemu_before = live_qemu_pids();
     let name = "vm-persistent-test";
     let id = ok(agentbox(&[
         "create",
@@ -51,7 +47,7 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
             .any(|l| l.contains(name) && l.contains("microvm")),
         "{listed}"
     );
-    assert_eq!(qemu_processes(), qemu_before + 1);
+    assert_eq!(new_qemus(&qemu_before).len(), 1);
 
     // The guest's own kernel; state lives on between commands; exit codes pass through.
     let out = ok(exec(name, &["uname", "-r"]));
@@ -150,7 +146,7 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
 
     ok(agentbox(&["rm", name]).output().unwrap());
     assert!(!ok(agentbox(&["ls"]).output().unwrap()).contains(name));
-    assert_eq!(qemu_processes(), qemu_before, "a QEMU is left");
+    assert_eq!(new_qemus(&qemu_before), Vec::<u32>::new(), "a QEMU is left");
     assert_nothing_left(&before);
 }
 
@@ -161,7 +157,7 @@ fn a_killed_qemu_fails_the_running_command_and_the_sandbox_goes() {
     let image = work.path().join("root");
     busybox_root(&image);
     let before = host_state();
-    let qemu_before: Vec<u32> = qemu_pids();
+    let qemu_before = live_qemu_pids();
     let name = "vm-killed-test";
     ok(agentbox(&[
         "create",
@@ -174,10 +170,7 @@ fn a_killed_qemu_fails_the_running_command_and_the_sandbox_goes() {
     ])
     .output()
     .unwrap());
-    let ours: Vec<u32> = qemu_pids()
-        .into_iter()
-        .filter(|p| !qemu_before.contains(p))
-        .collect();
+    let ours = new_qemus(&qemu_before);
     assert_eq!(ours.len(), 1);
     let running = agentbox(&["exec", name, "--", "sleep", "60"])
         .stderr(Stdio::piped())
@@ -202,16 +195,4 @@ fn a_killed_qemu_fails_the_running_command_and_the_sandbox_goes() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
-}
-
-fn qemu_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            fs::read_to_string(e.path().join("comm"))
-                .is_ok_and(|c| c.trim().starts_with("qemu-system"))
-        })
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
 }
