@@ -24,6 +24,12 @@ pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
 /// tenant = "acme"
 /// max_sandboxes = 10
 /// max_memory = 10737418240         # bytes: the sum of its sandboxes' memory limits
+///
+/// [[pool]]                         # optional: microVM sandboxes kept booted ahead
+/// image = "bookworm"               # an image of the store
+/// size = 2
+/// memory = "512M"                  # optional, as the policy's limits.memory
+/// cpus = "1"                       # optional, as the policy's limits.cpus
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +43,31 @@ pub struct Config {
     pub max_body: u64,
     /// Who may call the API; at least one.
     pub tokens: Vec<Token>,
+    /// Warm pools of microVM sandboxes (see `pool`).
+    #[serde(default)]
+    pub pool: Vec<PoolConfig>,
 }
+
+/// One warm pool: `size` persistent microVM sandboxes of `image` kept booted, handed to the
+/// creates whose policy is exactly `tier = "microvm"`, this image, memory and cpus, and every
+/// other field left at its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// An image of the store (a name or digest: what an API policy can name).
+    pub image: String,
+    /// Sandboxes kept ready (1-64).
+    pub size: u32,
+    /// The policy's `limits.memory` (`512M`); default the policy's default.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// The policy's `limits.cpus` (`2`); default the policy's default.
+    #[serde(default)]
+    pub cpus: Option<String>,
+}
+
+/// Largest pool: each pooled sandbox is a running VM.
+const MAX_POOL_SIZE: u32 = 64;
 
 /// One bearer token: the tenant it acts for and that tenant's quotas. Several tokens may name
 /// the same tenant; the quotas of the first one listed apply.
@@ -94,8 +124,21 @@ impl Config {
             if t.tenant.is_empty() {
                 return Err(format!("tokens[{i}].tenant: empty"));
             }
+            if t.tenant.starts_with(crate::pool::RESERVED_TENANT_PREFIX) {
+                return Err(format!(
+                    "tokens[{i}].tenant {:?}: tenants starting with '(' are reserved (the warm \
+                     pools' sandboxes belong to \"(pool:<pid>)\")",
+                    t.tenant
+                ));
+            }
             if self.tokens[..i].iter().any(|o| o.token == t.token) {
                 return Err(format!("tokens[{i}].token: listed twice"));
+            }
+        }
+        for (i, p) in self.pool.iter().enumerate() {
+            p.check().map_err(|e| format!("pool[{i}].{e}"))?;
+            if self.pool[..i].contains(p) {
+                return Err(format!("pool[{i}]: listed twice"));
             }
         }
         Ok(())
@@ -114,6 +157,32 @@ impl Config {
     /// The quotas of `tenant`: those of its first token.
     pub fn quotas(&self, tenant: &str) -> Option<&Token> {
         self.tokens.iter().find(|t| t.tenant == tenant)
+    }
+}
+
+impl PoolConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.size == 0 || self.size > MAX_POOL_SIZE {
+            return Err(format!("size {}: give 1 to {MAX_POOL_SIZE}", self.size));
+        }
+        if self.image.is_empty() || self.image == "host" {
+            return Err(format!(
+                "image {:?}: a microVM needs an image of the store",
+                self.image
+            ));
+        }
+        if self.image.starts_with('/') {
+            return Err(format!(
+                "image {}: the API cannot name a directory, so no create could take from this \
+                 pool; import it into the store (agentbox image import) and give its name",
+                self.image
+            ));
+        }
+        // The fields' syntax now; the image is resolved when the pool fills.
+        crate::pool::pool_spec(self)
+            .validate(None)
+            .map(|_| ())
+            .map_err(|e| format!("{}: {}", e.field, e.reason))
     }
 }
 
@@ -151,6 +220,29 @@ max_memory = 4294967296
         assert!(c.token("0123456789abcdef0124").is_none());
         assert!(c.token("0123456789abcdef012").is_none());
         assert!(c.token("").is_none());
+    }
+
+    #[test]
+    fn pools_parse_and_reserved_tenants_bad_sizes_and_directories_are_refused() {
+        let pool = "\n[[pool]]\nimage = \"busybox\"\nsize = 2\nmemory = \"256M\"\n";
+        let c = Config::from_toml(&format!("{GOOD}{pool}")).unwrap();
+        assert_eq!(c.pool.len(), 1);
+        assert_eq!(c.pool[0].memory.as_deref(), Some("256M"));
+        assert!(Config::from_toml(GOOD).unwrap().pool.is_empty());
+        let e = Config::from_toml(&GOOD.replace("\"acme\"", "\"(pool:1)\"")).unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+        let e = Config::from_toml(&format!("{GOOD}{}", pool.replace("size = 2", "size = 0")))
+            .unwrap_err();
+        assert!(e.contains("pool[0].size"), "{e}");
+        let e = Config::from_toml(&format!("{GOOD}{}", pool.replace("busybox", "/srv/root")))
+            .unwrap_err();
+        assert!(e.contains("pool[0].image"), "{e}");
+        let e = Config::from_toml(&format!("{GOOD}{}", pool.replace("256M", "lots"))).unwrap_err();
+        assert!(e.contains("pool[0].limits.memory"), "{e}");
+        let e = Config::from_toml(&format!("{GOOD}{pool}{pool}")).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        let e = Config::from_toml(&format!("{GOOD}{pool}disk = \"1G\"\n")).unwrap_err();
+        assert!(e.contains("disk"), "{e}");
     }
 
     #[test]

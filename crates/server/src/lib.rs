@@ -2,7 +2,8 @@
 //! is one call of `agentbox_runtime::persistent` (the same the CLI makes), run on tokio's blocking
 //! pool; sandboxes are created by the `agentbox` binary's helper, so this threaded process never
 //! forks. It keeps no state of its own: sandboxes, their tenants and their health are read from
-//! /run/agentbox at each request, so a restarted server finds every sandbox again.
+//! /run/agentbox at each request, so a restarted server finds every sandbox again. The one
+//! exception is the warm pools' list of idle sandboxes (`pool`), which it removes when it stops.
 
 mod auth;
 mod config;
@@ -12,6 +13,7 @@ pub mod mcp;
 mod metrics;
 mod model;
 mod openapi;
+mod pool;
 mod routes;
 mod tenancy;
 
@@ -27,7 +29,7 @@ use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::Tenant;
-pub use config::{Config, Token, DEFAULT_MAX_BODY};
+pub use config::{Config, PoolConfig, Token, DEFAULT_MAX_BODY};
 pub use error::{ApiError, ErrorCode, ServerError};
 pub use model::{
     CreateRequest, Created, DirEntry, ExecBody, ExecResult, HealthStatus, Sandbox, SandboxHealth,
@@ -35,14 +37,17 @@ pub use model::{
 pub use openapi::ApiDoc;
 
 use crate::metrics::Metrics;
+use crate::pool::Pools;
 use crate::routes::{exec, exec_stream, files, network, sandboxes, service};
 
-/// What every handler shares: the configuration, the counters, and one create lock per tenant.
+/// What every handler shares: the configuration, the counters, one create lock per tenant, and
+/// the warm pools (filled only once `serve_on` starts them).
 #[derive(Clone)]
 pub struct AppState {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     create_locks: Arc<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pools: Arc<Pools>,
 }
 
 impl AppState {
@@ -53,6 +58,7 @@ impl AppState {
             .map(|t| (t.tenant.clone(), Arc::default()))
             .collect();
         AppState {
+            pools: Arc::new(Pools::new(&config.pool)),
             config: Arc::new(config),
             metrics: Arc::default(),
             create_locks: Arc::new(create_locks),
@@ -126,16 +132,21 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     serve_on(listener, config, shutdown_signal()).await
 }
 
-/// Serves the API on a bound listener until `shutdown` completes (tests bind port 0).
+/// Serves the API on a bound listener until `shutdown` completes (tests bind port 0). The warm
+/// pools fill in the background from the start; their idle sandboxes are removed at the end.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, router(AppState::new(config)))
+    let state = AppState::new(config);
+    state.pools.start(state.config.agentbox.clone()).await;
+    let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(ServerError::Serve)
+        .map_err(ServerError::Serve);
+    state.pools.shutdown().await;
+    served
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,6 @@
 //! Prometheus metrics: exec counts and durations, errors by code (counted in this process since
 //! it started), and the sandboxes by state (read from /run/agentbox at each scrape, never cached).
+//! The warm pools' series come from the server's own pool counters.
 //! Also the outermost middleware, which counts every error answer and rewrites the few that
 //! come from axum or tower-http (413 of the body limit, 405) into the API's error shape.
 
@@ -14,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorCode, Recorded};
+use crate::pool::PoolStats;
 use crate::AppState;
 
 /// Upper bounds (seconds) of the exec duration histogram's buckets.
@@ -116,6 +118,64 @@ impl Metrics {
     }
 }
 
+/// The warm pools' gauges and counters (one series per `[[pool]]`, labelled by its position and
+/// image).
+pub fn render_pools(pools: &[PoolStats]) -> String {
+    let mut out = String::new();
+    if pools.is_empty() {
+        return out;
+    }
+    let label = |i: usize, p: &PoolStats| {
+        let image = p.image.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("pool=\"{i}\",image=\"{image}\"")
+    };
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&PoolStats) -> u64,
+    );
+    let series: [Series; 5] = [
+        (
+            "agentbox_pool_size",
+            "gauge",
+            "Sandboxes a warm pool keeps ready.",
+            |p| u64::from(p.size),
+        ),
+        (
+            "agentbox_pool_ready",
+            "gauge",
+            "Pooled sandboxes booted and waiting now.",
+            |p| p.ready as u64,
+        ),
+        (
+            "agentbox_pool_claims_total",
+            "counter",
+            "Creates served by a pooled sandbox.",
+            |p| p.warm,
+        ),
+        (
+            "agentbox_pool_misses_total",
+            "counter",
+            "Creates of a pool's policy that found it empty and booted.",
+            |p| p.cold,
+        ),
+        (
+            "agentbox_pool_refill_failures_total",
+            "counter",
+            "Pooled sandboxes whose creation failed (logged; retried).",
+            |p| p.refill_failures,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, p) in pools.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(i, p), value(p));
+        }
+    }
+    out
+}
+
 /// Counts error answers, and gives the API's error shape to those that lack it.
 pub async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
@@ -163,6 +223,30 @@ mod tests {
             "agentbox_exec_duration_seconds_count 3",
             "agentbox_errors_total{code=\"quota_exceeded\"} 1",
             "agentbox_errors_total{code=\"internal\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn pools_have_a_series_each() {
+        assert_eq!(render_pools(&[]), "");
+        let stats = PoolStats {
+            image: "busy\"box".into(),
+            size: 2,
+            ready: 1,
+            warm: 3,
+            cold: 4,
+            refills: 5,
+            refill_failures: 6,
+        };
+        let text = render_pools(&[stats]);
+        for line in [
+            "agentbox_pool_size{pool=\"0\",image=\"busy\\\"box\"} 2",
+            "agentbox_pool_ready{pool=\"0\",image=\"busy\\\"box\"} 1",
+            "agentbox_pool_claims_total{pool=\"0\",image=\"busy\\\"box\"} 3",
+            "agentbox_pool_misses_total{pool=\"0\",image=\"busy\\\"box\"} 4",
+            "agentbox_pool_refill_failures_total{pool=\"0\",image=\"busy\\\"box\"} 6",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

@@ -3,7 +3,7 @@
 //! policy sent over the API may ask for. Reads /run/agentbox afresh each time (the server keeps
 //! no state), and never lets one tenant tell another tenant's sandbox from a missing one.
 
-use agentbox_policy::{MountSpec, PolicySpec};
+use agentbox_policy::{MountSpec, Policy, PolicySpec};
 use agentbox_runtime::persistent::{state, State as SandboxState};
 
 use crate::auth::Tenant;
@@ -77,10 +77,11 @@ pub fn check_quota(tenant: &Tenant, mine: &[SandboxState], memory: u64) -> Resul
     Ok(())
 }
 
-/// Checks a policy sent over the API and returns its memory limit in bytes. Host paths are
+/// Checks a policy sent over the API and returns it validated (its image resolved; the memory
+/// limit the quota counts is `limits.memory`). Host paths are
 /// refused: a caller of the API is not a user of this host, and a bind of a host directory
 /// (read-write ones are written with the directory owner's ids) would hand it that directory.
-pub fn check_policy(spec: &PolicySpec) -> Result<u64, ApiError> {
+pub fn check_policy(spec: &PolicySpec) -> Result<Policy, ApiError> {
     if spec.workspace.is_some() {
         return Err(ApiError::invalid(
             "policy.workspace: host directories cannot be bound through the API",
@@ -109,9 +110,8 @@ pub fn check_policy(spec: &PolicySpec) -> Result<u64, ApiError> {
              image of the store (agentbox image ls)",
         ));
     }
-    let policy = agentbox_runtime::select::validate(spec, None)
-        .map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
-    Ok(policy.limits.memory)
+    agentbox_runtime::select::validate(spec, None)
+        .map_err(|e| ApiError::invalid(format!("policy: {e}")))
 }
 
 /// Checks a sandbox name: the runtime's rules, and never the shape of an id, so that a name can
@@ -147,9 +147,9 @@ mod tests {
     #[test]
     fn host_paths_are_refused_and_the_memory_limit_is_returned() {
         let mut spec = PolicySpec::default();
-        assert_eq!(check_policy(&spec).unwrap(), 1 << 30);
+        assert_eq!(check_policy(&spec).unwrap().limits.memory, 1 << 30);
         spec.limits.memory = Some("256M".into());
-        assert_eq!(check_policy(&spec).unwrap(), 256 << 20);
+        assert_eq!(check_policy(&spec).unwrap().limits.memory, 256 << 20);
         let bind: PolicySpec =
             serde_json::from_str(r#"{"mounts":[{"type":"bind","source":"/","target":"/h"}]}"#)
                 .unwrap();

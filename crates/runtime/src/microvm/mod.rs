@@ -18,6 +18,7 @@ use agentbox_sys::process::Exit;
 
 pub(crate) mod host;
 pub mod layered;
+pub mod pool;
 
 use crate::persistent::protocol::ExecRequest;
 use crate::record::ExitRecord;

@@ -158,6 +158,51 @@ pub fn write(state: &State) -> Result<(), RunError> {
         .map_err(|e| RunError::setup(format!("write {}", path.display()), e))
 }
 
+/// Hands a sandbox created ahead (a warm pool's, recorded under tenant `from`) to its first
+/// owner: its state.json is rewritten with `tenant`, `name` and the claim time as its creation
+/// time, atomically (a rename: a reader sees the old owner or the new one, never a mix). Refused
+/// when the sandbox no longer belongs to `from` (claimed already: it is handed out once), when
+/// its supervisor died, or when another sandbox has `name`. The caller serialises claims.
+pub fn claim(id: &str, from: &str, tenant: &str, name: Option<&str>) -> Result<State, RunError> {
+    let path = dir_of(id).join("state.json");
+    let mut state: State = std::fs::read(&path)
+        .map_err(|e| RunError::setup(format!("read {}", path.display()), e))
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| RunError::setup(format!("parse {}", path.display()), e))
+        })?;
+    if state.tenant.as_deref() != Some(from) {
+        return Err(RunError::invalid(
+            "sandbox",
+            id,
+            "not an unclaimed pooled sandbox",
+        ));
+    }
+    if state.health() == Health::Failed {
+        return Err(RunError::setup(
+            format!("sandbox {id}"),
+            "its supervisor died",
+        ));
+    }
+    if let Some(name) = name {
+        if list().iter().any(|s| s.name.as_deref() == Some(name)) {
+            return Err(RunError::invalid(
+                "name",
+                name,
+                "a sandbox of that name exists",
+            ));
+        }
+    }
+    state.tenant = Some(tenant.to_string());
+    state.name = name.map(str::to_string);
+    state.created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(state.created);
+    write(&state)?;
+    Ok(state)
+}
+
 /// Removes what a sandbox whose supervisor died left: processes still in its cgroups, the
 /// cgroups, its uid slot, its directory.
 pub fn reclaim(state: &State) -> Result<(), RunError> {

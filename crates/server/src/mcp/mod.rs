@@ -82,6 +82,15 @@ pub struct StdioOptions {
 
 /// Serves MCP on stdin and stdout until the client closes them.
 pub async fn serve_stdio(options: StdioOptions) -> std::io::Result<()> {
+    if options
+        .tenant
+        .starts_with(crate::pool::RESERVED_TENANT_PREFIX)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "tenants starting with '(' are reserved (the warm pools' sandboxes belong to them)",
+        ));
+    }
     let tenant = Tenant {
         name: options.tenant.clone(),
         max_sandboxes: options.max_sandboxes,
@@ -99,6 +108,7 @@ pub async fn serve_stdio(options: StdioOptions) -> std::io::Result<()> {
             max_sandboxes: options.max_sandboxes,
             max_memory: options.max_memory,
         }],
+        pool: Vec::new(),
     };
     let server = McpServer::for_tenant(AppState::new(config), tenant);
     let running = server

@@ -24,7 +24,8 @@ fn seconds(field: &str, value: Option<u64>) -> Result<Option<Duration>, ApiError
     }
 }
 
-/// Creates a sandbox for the caller's tenant.
+/// Creates a sandbox for the caller's tenant: a pooled microVM when a warm pool of the server
+/// has exactly this policy (and no TTL or idle timeout is asked), else a new one.
 #[utoipa::path(
     post, path = "/v1/sandboxes", tag = "sandboxes",
     request_body = CreateRequest,
@@ -41,7 +42,10 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let spec = body.policy.unwrap_or_default();
-    let memory = check_policy(&spec)?;
+    let policy = check_policy(&spec)?;
+    let memory = policy.limits.memory;
+    // A pooled sandbox has no TTL nor idle timeout (its supervisor's are fixed at its start).
+    let claimable = body.ttl_s.is_none() && body.idle_s.is_none();
     if let Some(name) = &body.name {
         check_name(name)?;
     }
@@ -55,8 +59,17 @@ pub async fn create(
     let lock = app.create_lock(&tenant.name);
     let _held = lock.lock().await;
     let agentbox = app.config.agentbox.clone();
+    let pools = app.pools.clone();
     let id = blocking(move || {
         check_quota(&tenant, &owned(&tenant), memory)?;
+        if claimable {
+            let claimed = pools
+                .claim(&policy, &tenant.name, options.name.as_deref())
+                .map_err(|e| ApiError::from_run(&e, false))?;
+            if let Some(id) = claimed {
+                return Ok(id);
+            }
+        }
         persistent::create_with_helper(&agentbox, &spec, &options)
             .map_err(|e| ApiError::from_run(&e, false))
     })

@@ -29,7 +29,12 @@ pub async fn health() -> Json<HealthStatus> {
                content_type = "text/plain")),
     security(("bearer" = [])))]
 pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = blocking(move || Ok(app.metrics.render(&state::list()))).await?;
+    let text = blocking(move || {
+        let mut text = app.metrics.render(&state::list());
+        text.push_str(&crate::metrics::render_pools(&app.pools.stats()));
+        Ok(text)
+    })
+    .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
