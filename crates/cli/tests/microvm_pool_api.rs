@@ -282,6 +282,48 @@ fn a_create_of_the_pools_policy_claims_the_pooled_microvm() {
     );
     assert_eq!(server.metric("agentbox_pool_claims_total"), Some(1));
 
+    // The API's file calls reach the guest through its agent.
+    let files = format!(
+        "{}/v1/sandboxes/claimed-vm/files?path=/tmp/api.txt",
+        server.base
+    );
+    let client = Client::builder().build().unwrap();
+    let put = client
+        .put(&files)
+        .bearer_auth(TOKEN)
+        .body("through the API\n")
+        .send()
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 204);
+    let result = exec(&server, "claimed-vm", &["cat", "/tmp/api.txt"]);
+    assert_eq!(result["stdout"], "through the API\n", "{result}");
+    let got = client.get(&files).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.text().unwrap(), "through the API\n");
+    let (status, listing) = server.call(
+        reqwest::Method::GET,
+        "/v1/sandboxes/claimed-vm/dir?path=/tmp",
+        None,
+    );
+    assert_eq!(status, 200, "{listing}");
+    assert!(
+        listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "api.txt" && e["kind"] == "file" && e["size"] == 16),
+        "{listing}"
+    );
+    let missing = client
+        .get(format!(
+            "{}/v1/sandboxes/claimed-vm/files?path=/no/such",
+            server.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert!(missing.status().is_client_error(), "{}", missing.status());
+
     // A policy that differs (memory) is not the pool's: it would boot. Not run here (a second
     // boot); the policy comparison is checked by the pool's unit tests and this one's metrics.
 
