@@ -40,6 +40,10 @@ pub struct PolicyArgs {
     /// instead of agentbox's own build (scripts/build-guest-kernel.sh).
     #[arg(long, value_name = "FILE")]
     kernel: Option<PathBuf>,
+    /// Say on stderr what the run does: the tier (what `auto` picked), and for a microVM the
+    /// accelerator (KVM or TCG, and why), the kernel and the boot time.
+    #[arg(short = 'v', long)]
+    verbose: bool,
     /// The oci tier's runtime: runc or crun (default: whichever works here, crun first).
     #[arg(long, value_name = "runc|crun")]
     runtime: Option<String>,
@@ -140,6 +144,10 @@ pub fn spec_from(args: &PolicyArgs) -> Result<PolicySpec, String> {
         }
     };
     set(&mut spec.tier, &args.tier);
+    if args.verbose {
+        // The CLI is single-threaded here; a create's supervisor inherits it.
+        std::env::set_var(agentbox_runtime::VERBOSE_VARIABLE, "1");
+    }
     if let Some(kernel) = &args.kernel {
         use_kernel(kernel, spec.tier.as_deref())?;
     }
@@ -225,6 +233,9 @@ pub fn run_spec(
         Ok(p) => p,
         Err(e) => return fail(e.exit_code(), format!("policy: {e}")),
     };
+    if agentbox_runtime::verbose() {
+        eprintln!("agentbox: tier {}", policy.tier_label());
+    }
     match agentbox_runtime::run(&policy, command) {
         Ok(record) => {
             if let Some(notice) = record.notice(policy.limits.timeout) {

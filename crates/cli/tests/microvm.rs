@@ -78,6 +78,18 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(stdout(&o), "through stdin\n");
 
+    // --verbose names the accelerator the probe chose, and why.
+    let o = vm(&image, &["--verbose"], &["true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(said.contains("agentbox: tier microvm"), "{said}");
+    assert!(
+        said.contains("accelerator TCG (probe: tcg")
+            || said.contains("accelerator KVM (probe: kvm"),
+        "{said}"
+    );
+    assert!(said.contains("-agentbox answered"), "{said}");
+
     // A missing command is 127, the wall clock 124, the memory is the VM's.
     let o = vm(&image, &[], &["/no/such/command"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));

@@ -29,3 +29,11 @@ pub use error::{exit_code, RunError};
 pub use helper::helper_command;
 pub use record::{ExitRecord, Reason};
 pub use supervise::run;
+
+/// Set (by `agentbox run --verbose`) to have the runtime say on stderr what it picked.
+pub const VERBOSE_VARIABLE: &str = "AGENTBOX_VERBOSE";
+
+/// Whether the run was asked to be verbose.
+pub fn verbose() -> bool {
+    std::env::var_os(VERBOSE_VARIABLE).is_some()
+}

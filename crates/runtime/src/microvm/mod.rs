@@ -189,9 +189,14 @@ pub fn boot(policy: &Policy) -> Result<Booted, RunError> {
             .map_err(|e| RunError::setup("initramfs", e))?;
     let base = agentbox_microvm::disk::base_disk(image, None, Path::new(DISK_CACHE))
         .map_err(|e| RunError::setup("base disk", e))?;
-    let (accel, _) = accel()?;
-    if std::env::var_os("AGENTBOX_VERBOSE").is_some() {
-        eprintln!("agentbox: microvm accelerator: {accel:?}");
+    let (accel, verdict) = accel()?;
+    let verbose = crate::verbose();
+    if verbose {
+        eprintln!(
+            "agentbox: microvm: accelerator {} (probe: {verdict}), kernel {}",
+            accel.as_str().to_uppercase(),
+            kernel.display()
+        );
     }
     // The slot names the VM and its jail uid, unique while it runs.
     let slot = Slot::acquire()?;
@@ -211,6 +216,14 @@ pub fn boot(policy: &Policy) -> Result<Booted, RunError> {
         spec.tools_disk = Some(layered::tools_disk()?);
     }
     let vm = Vm::boot(spec).map_err(vm_error)?;
+    if verbose {
+        eprintln!(
+            "agentbox: microvm: guest {} answered {} ms after QEMU started (guest uptime {} ms)",
+            vm.kernel_release(),
+            vm.boot_to_hello().as_millis(),
+            vm.guest_boot_ms()
+        );
+    }
     Ok(Booted { vm, slot })
 }
 
