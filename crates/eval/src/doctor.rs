@@ -164,7 +164,8 @@ fn microvm_tier() -> TierStatus {
         tier: "microvm".into(),
         available: true,
         reason: format!(
-            "kernel {}; accelerator: {accel}; needs an image (not host)",
+            "kernel {}; accelerator: {accel}; needs an image (not host); microvm+ns (the ns tier \
+             inside the guest) too",
             microvm::kernel().display()
         ),
         fix: None,

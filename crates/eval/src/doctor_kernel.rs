@@ -459,7 +459,7 @@ fn kvm(files: &HostFiles<'_>) -> Check {
         return check(
             NAME,
             Status::Missing,
-            "no /dev/kvm (only the microvm tier, not built yet, would need it)",
+            "no /dev/kvm: the microvm tiers run under TCG emulation (slower)",
             Some(
                 "enable virtualization in the firmware and modprobe kvm_intel (or kvm_amd); in a \
                  VM, enable nested virtualization on its host",
@@ -478,8 +478,8 @@ fn kvm(files: &HostFiles<'_>) -> Check {
         NAME,
         Status::Ok,
         format!(
-            "/dev/kvm present ({access}); whether a guest boots is probed by the microvm tier \
-             (not built yet)"
+            "/dev/kvm present ({access}); whether a guest really boots with it is probed by the \
+             microvm tier (see its line below)"
         ),
         None,
     )
