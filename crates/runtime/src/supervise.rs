@@ -8,9 +8,17 @@
 //! 2. child builds the root while the supervisor creates the cgroup and attaches the child;
 //! 3. supervisor sends `ATTACHED`; only then may the child fork or exec the command, so every
 //!    process of the sandbox starts inside the cgroup.
+//!
+//! Engine tiers send a `JOIN` message between the two: on cgroup v1 it names the leaves' `tasks`
+//! files and the child, once its root is built, writes `0` to each to join the cgroup itself (a
+//! supervisor's write of the child's pid waits for an RCU grace period, 8-16 ms); the supervisor
+//! waits until every leaf lists the child before it sends `ATTACHED`. On v2, or without a cgroup,
+//! it names no file and the supervisor attaches the child itself.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentbox_policy::Policy;
@@ -29,6 +37,11 @@ use crate::{host, tier, timing, RunError};
 pub const MAPPED: u8 = b'm';
 /// Second byte: the child is in the sandbox's cgroup.
 pub const ATTACHED: u8 = b'a';
+/// Engine tiers, between the two: the cgroup files the child joins through (`join_message`).
+pub const JOIN: u8 = b'j';
+/// How long the supervisor waits for an engine child to join its cgroup (it builds its root
+/// first: a few ms).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Signals a user or a caller may send to `agentbox run`, passed on to the command.
 pub(crate) const FORWARDED: &[i32] = &[
@@ -372,9 +385,14 @@ impl Sandbox {
             let name = format!("agentbox-{}-{}", std::process::id(), self.child);
             let cgroup = Cgroup::create(hierarchy, &name, &limits)
                 .map_err(|e| RunError::setup("cgroup", e))?;
-            let attached = cgroup.attach(self.child);
             self.cgroup = Some(cgroup);
-            attached.map_err(|e| RunError::setup("cgroup attach", e))?;
+        }
+        if self.engine.is_some() {
+            self.let_engine_child_join(&mut go)?;
+        } else if let Some(cgroup) = &self.cgroup {
+            cgroup
+                .attach(self.child)
+                .map_err(|e| RunError::setup("cgroup attach", e))?;
         }
         if let Some(start) = network {
             self.net = net::attach(
@@ -388,6 +406,37 @@ impl Sandbox {
         }
         // The child may have failed and exited already: then the write fails, and the report says why.
         let _ = go.write_all(&[ATTACHED]);
+        Ok(())
+    }
+
+    /// Engine tiers: sends the child its `JOIN` message. On cgroup v1 the child joins the cgroup
+    /// itself and this waits until every leaf lists it (fails closed: a child that exits or does
+    /// not join in time fails the run, before `ATTACHED`); on v2 this attaches the child.
+    fn let_engine_child_join(&mut self, go: &mut std::fs::File) -> Result<(), RunError> {
+        let files = self
+            .cgroup
+            .as_ref()
+            .map(Cgroup::self_join_files)
+            .unwrap_or_default();
+        go.write_all(&join_message(&files)?)
+            .map_err(|e| RunError::setup("send the cgroup to the child", e))?;
+        let Some(cgroup) = &self.cgroup else {
+            return Ok(());
+        };
+        let child = self.child;
+        if files.is_empty() {
+            return cgroup
+                .attach(child)
+                .map_err(|e| RunError::setup("cgroup attach", e));
+        }
+        let reaped = &mut self.reaped;
+        cgroup
+            .wait_until_holds(child, JOIN_TIMEOUT, &mut || {
+                *reaped = *reaped || matches!(process::wait(child, true), Ok(Some(_)));
+                *reaped
+            })
+            .map_err(|e| RunError::setup("cgroup join", e))?;
+        timing::mark("child joined cgroup");
         Ok(())
     }
 
@@ -478,6 +527,20 @@ impl Sandbox {
         };
         (events, removed.and(network).and(engine))
     }
+}
+
+/// The `JOIN` message: the byte, the number of files (one byte), then each file's path as a
+/// two-byte little-endian length and the bytes. Read by the engine child (`engine::child`).
+pub(crate) fn join_message(files: &[PathBuf]) -> Result<Vec<u8>, RunError> {
+    let too_many = || RunError::setup("cgroup join", "too many cgroup files or too long a path");
+    let mut message = vec![JOIN, u8::try_from(files.len()).map_err(|_| too_many())?];
+    for file in files {
+        let bytes = file.as_os_str().as_bytes();
+        let len = u16::try_from(bytes.len()).map_err(|_| too_many())?;
+        message.extend_from_slice(&len.to_le_bytes());
+        message.extend_from_slice(bytes);
+    }
+    Ok(message)
 }
 
 /// SIGKILLs every process whose uid is `uid`, from a short-lived child that takes that uid (kill(-1)

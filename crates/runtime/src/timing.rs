@@ -21,10 +21,12 @@ pub fn init() {
 pub fn mark(label: &str) {
     if ENABLED.load(Ordering::Relaxed) {
         if let Some(origin) = ORIGIN.get() {
-            eprintln!(
-                "[agentbox timing] {:>8.3} ms  {label}",
+            // One write per line: the supervisor and its child print at the same time.
+            let line = format!(
+                "[agentbox timing] {:>8.3} ms  {label}\n",
                 origin.elapsed().as_secs_f64() * 1000.0
             );
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   in `omit` are left out, as on a kernel without that feature;
 //! - writes never create files (NotFound, like a missing controller), `cgroup.subtree_control`
 //!   merges `+c`/`-c` and refuses a controller the parent does not offer, v1 refuses a memsw limit
-//!   under the memory limit (and the reverse), `cgroup.procs` appends, `cgroup.kill` empties procs;
+//!   under the memory limit (and the reverse), `cgroup.procs` appends, `0` in a v1 `tasks` adds the
+//!   calling process (`tasks` and `cgroup.procs`), `cgroup.kill` empties procs;
 //! - writes to files named by `refuse` fail with EINVAL;
 //! - rmdir refuses (EBUSY) while `cgroup.procs` lists a pid or `busy` is not yet exhausted.
 //!
@@ -226,6 +227,15 @@ impl FakeKernel {
                 let mut procs = read("cgroup.procs")?;
                 procs.push_str(&format!("{value}\n"));
                 fs::write(path, procs)
+            }
+            "tasks" if value == "0" => {
+                // The caller is single-threaded in the tests that use this: thread = process.
+                for file in ["tasks", "cgroup.procs"] {
+                    let mut list = read(file)?;
+                    list.push_str(&format!("{}\n", std::process::id()));
+                    fs::write(dir.join(file), list)?;
+                }
+                Ok(())
             }
             "cgroup.kill" if value == "1" => fs::write(dir.join("cgroup.procs"), ""),
             _ => fs::write(path, value),

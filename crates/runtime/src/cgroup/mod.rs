@@ -7,6 +7,7 @@
 //! except to enable controllers in the v2 root's `cgroup.subtree_control`.
 
 mod detect;
+mod join;
 mod v1;
 mod v2;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use detect::{detect, detect_host};
+pub use join::join_self;
 
 /// CFS period used for every CPU limit, in microseconds (the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -135,6 +137,14 @@ pub enum CgroupError {
     KillTimedOut { dir: PathBuf, pids: Vec<i32> },
     #[error("removing cgroup {}: {source}", dir.display())]
     RemoveDir { dir: PathBuf, source: io::Error },
+    #[error("{}: not a cgroup v1 `tasks` file (a process joins a leaf by writing 0 to its `tasks`)", .0.display())]
+    NotTasksFile(PathBuf),
+    #[error("process {pid} did not join cgroup {}: {reason}", dir.display())]
+    NotJoined {
+        pid: i32,
+        dir: PathBuf,
+        reason: &'static str,
+    },
 }
 
 /// The mutating cgroupfs operations, whose side effects are the kernel's: `mkdir` populates the new
@@ -504,6 +514,8 @@ fn read_keyed(path: &Path, key: &str) -> u64 {
 mod fakefs_tests;
 #[cfg(test)]
 mod host_tests;
+#[cfg(test)]
+mod join_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! as the `ns` and `chroot` tiers, in a private mount namespace, then hands the sandbox to the
 //! engine and reports how its command ended.
 
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use agentbox_oci::Sandbox;
@@ -14,7 +17,7 @@ use crate::launch::{
     keep_only_own_fds, report_and_exit, wait_for, ChildPurpose, ChildSpec, Failure, FailureKind,
 };
 use crate::plan::{Source, Step};
-use crate::supervise::{ATTACHED, MAPPED};
+use crate::supervise::{ATTACHED, JOIN, MAPPED};
 
 /// Where engines keep their per-sandbox files (bundles, runtime state).
 pub const ENGINE_DIR: &str = "/run/agentbox/engines";
@@ -39,8 +42,14 @@ pub fn child(spec: ChildSpec) -> ! {
         };
         let root = build_root(&spec.plan.steps, &spec.opened, owner_offset)?;
         crate::timing::mark("engine: root built");
-        wait_for(&spec.go, ATTACHED);
-        drop(spec.go);
+        // cgroup v1: join the sandbox's cgroup ourselves (single-threaded, host root), which is
+        // fast where the supervisor's write of our pid is not; the supervisor checks we did.
+        let join_files = receive_join(&spec.go);
+        if !join_files.is_empty() {
+            crate::cgroup::join_self(&join_files)
+                .map_err(|e| Failure::setup("join the sandbox's cgroup", e))?;
+            crate::timing::mark("engine: joined cgroup");
+        }
         mount::set_umask(0o022);
         let argv = match &spec.purpose {
             ChildPurpose::Command(exec) => exec
@@ -73,6 +82,9 @@ pub fn child(spec: ChildSpec) -> ! {
         std::fs::create_dir_all(&sandbox.state_dir)
             .map_err(|e| Failure::setup(format!("mkdir {}", sandbox.state_dir.display()), e))?;
         crate::timing::mark("engine: described");
+        // Nothing above forks: the engine, and every process it makes, starts in the cgroup.
+        wait_for(&spec.go, ATTACHED);
+        drop(spec.go);
         let ended = match spec.purpose {
             ChildPurpose::Command(_) => drivers::run(spec.policy.tier, &sandbox),
             ChildPurpose::Serve(channel) => drivers::serve(spec.policy, &sandbox, channel),
@@ -96,6 +108,32 @@ pub fn child(spec: ChildSpec) -> ! {
         Ok(code) => process::exit_now(code),
         Err(failure) => report_and_exit(&report, &failure),
     }
+}
+
+/// The `JOIN` message (`supervise::join_message`): the cgroup files to join through, none when
+/// the supervisor attaches this process itself. Exits like `wait_for` on anything else.
+fn receive_join(go: &OwnedFd) -> Vec<PathBuf> {
+    match go.try_clone().map(std::fs::File::from).map(read_join) {
+        Ok(Some(files)) => files,
+        _ => process::exit_now(125),
+    }
+}
+
+fn read_join(mut go: impl Read) -> Option<Vec<PathBuf>> {
+    let mut head = [0u8; 2];
+    go.read_exact(&mut head).ok()?;
+    if head[0] != JOIN {
+        return None;
+    }
+    let mut files = Vec::with_capacity(usize::from(head[1]));
+    for _ in 0..head[1] {
+        let mut len = [0u8; 2];
+        go.read_exact(&mut len).ok()?;
+        let mut path = vec![0u8; usize::from(u16::from_le_bytes(len))];
+        go.read_exact(&mut path).ok()?;
+        files.push(PathBuf::from(std::ffi::OsStr::from_bytes(&path)));
+    }
+    Some(files)
 }
 
 fn report_signal(report: &std::os::fd::OwnedFd, signo: i32) {
@@ -279,4 +317,34 @@ fn daemon_mounts(policy: &Policy, steps: &[Step]) -> DaemonMounts {
         }
     }
     (binds, tmpfs, symlinks)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::read_join;
+    use crate::supervise::join_message;
+
+    #[test]
+    fn join_message_round_trips() {
+        for files in [
+            vec![],
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory/agentbox-1-2/tasks"),
+                PathBuf::from("/sys/fs/cgroup/pids/agentbox-1-2/tasks"),
+            ],
+        ] {
+            let message = join_message(&files).unwrap();
+            assert_eq!(read_join(message.as_slice()), Some(files));
+        }
+    }
+
+    #[test]
+    fn anything_but_a_whole_join_message_is_refused() {
+        let message = join_message(&[PathBuf::from("/a/tasks")]).unwrap();
+        assert_eq!(read_join(&message[..message.len() - 1]), None);
+        assert_eq!(read_join(&[crate::supervise::ATTACHED, 0][..]), None);
+        assert!(join_message(&vec![PathBuf::from("/a/tasks"); 256]).is_err());
+    }
 }
