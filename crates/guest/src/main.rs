@@ -12,6 +12,7 @@ mod files;
 mod launch;
 mod serve;
 mod sink;
+mod trace;
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -47,6 +48,9 @@ fn main() {
     if std::process::id() == 1 {
         run_as_init();
     }
+    if std::env::var_os("AGENTBOX_GUEST_TRACE").is_some_and(|v| v == "1") {
+        trace::enable();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (channel, tools) = match args.as_slice() {
         [flag, path] if flag == "--channel" => (PathBuf::from(path), None),
@@ -58,9 +62,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let commands = Commands::new(tools).unwrap_or_else(|e| {
+        eprintln!("agentbox-guest: starting the command threads: {e}");
+        std::process::exit(1);
+    });
     let agent = Agent {
         pid1: false,
-        commands: Commands::new(tools),
+        commands,
     };
     let code = match open_channel(&channel) {
         Ok((mut reader, sink)) => match agent.serve(&mut reader, &sink, true) {
@@ -92,6 +100,9 @@ fn run_as_init() -> ! {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let config = boot::parse_cmdline(&cmdline);
+    if cmdline.split_whitespace().any(|w| w == "agentbox.trace") {
+        trace::enable();
+    }
     if let Some(device) = &config.root {
         if let Err(e) = boot::switch_to_root_disk(&config, device) {
             eprintln!(
@@ -119,9 +130,13 @@ fn run_as_init() -> ! {
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
+    let commands = Commands::new(tools).unwrap_or_else(|e| {
+        eprintln!("agentbox-guest: starting the command threads: {e}");
+        power_off();
+    });
     let agent = Agent {
         pid1: true,
-        commands: Commands::new(tools),
+        commands,
     };
     // The port appears when the virtio-serial driver has probed it.
     let deadline = Instant::now() + Duration::from_secs(10);

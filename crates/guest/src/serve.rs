@@ -4,6 +4,7 @@
 //! end of the channel or `power_off`.
 
 use std::io::Read;
+use std::time::Instant;
 
 use agentbox_protocol::{
     AgentInfo, DataKind, Decoder, ErrorCode, Frame, Hello, Reply, Request, PROTOCOL_VERSION,
@@ -63,11 +64,12 @@ impl Agent {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            let received = crate::trace::now();
             decoder.feed(&buf[..n]);
             while let Some(frame) = decoder.next_frame() {
                 match frame {
                     Ok(frame) => {
-                        if let Some(stopped) = self.handle(frame, &mut uploads, sink) {
+                        if let Some(stopped) = self.handle(frame, &mut uploads, sink, received) {
                             return Ok(stopped);
                         }
                     }
@@ -85,7 +87,13 @@ impl Agent {
         }
     }
 
-    fn handle(&self, frame: Frame<Request>, uploads: &mut Uploads, sink: &Sink) -> Option<Stopped> {
+    fn handle(
+        &self,
+        frame: Frame<Request>,
+        uploads: &mut Uploads,
+        sink: &Sink,
+        received: Option<Instant>,
+    ) -> Option<Stopped> {
         let answer = |result: Result<(), (ErrorCode, String)>, id: u32| {
             if let Err((code, message)) = result {
                 sink.error(Some(id), code, message);
@@ -108,16 +116,22 @@ impl Agent {
                 ErrorCode::BadRequest,
                 format!("{kind:?} frames only go from the agent to the host"),
             ),
-            Frame::Control(request) => return self.request(request, uploads, sink),
+            Frame::Control(request) => return self.request(request, uploads, sink, received),
         }
         None
     }
 
-    fn request(&self, request: Request, uploads: &mut Uploads, sink: &Sink) -> Option<Stopped> {
+    fn request(
+        &self,
+        request: Request,
+        uploads: &mut Uploads,
+        sink: &Sink,
+        received: Option<Instant>,
+    ) -> Option<Stopped> {
         let fail =
             |id: u32, (code, message): (ErrorCode, String)| sink.error(Some(id), code, message);
         match request {
-            Request::Run { id, run } => self.commands.start(id, run, sink),
+            Request::Run { id, run } => self.commands.start(id, run, sink, received),
             Request::StdinEof { id } => {
                 if let Err(e) = self.commands.stdin_eof(id) {
                     fail(id, e);

@@ -6,14 +6,19 @@
 //!   [`VmConfig::args`], no disk) and a trivial initramfs whose `/init` prints a marker and
 //!   reboots; runs interleaved, timed to the marker on stdout and to the process's exit;
 //! - `Vm::boot` to the agent's hello, through the library (jailed, with its cgroup, as the tier);
-//! - exec round trip: `/bin/true` in a booted VM through `Vm::run`, against the transport floor:
+//! - exec round trip: `/bin/true` (and `echo`, its output streamed back) in a booted VM through
+//!   `Vm::run`, against the transport floor:
 //!   one line echoed by the trivial `/init` over the same virtio-serial port (`bench=echo`);
 //! - host memory of an idle VM: QEMU's `smaps_rollup` (RSS, PSS) and how much of it is guest
 //!   RAM, for both.
 //!
 //! Root only (jail, cgroups, caches). Usage:
 //! `microvm_bench KERNEL AGENT PLAIN_INITRAMFS AGENTBOX_BIN IMAGE_DIR [RUNS] [EXECS]`, or
-//! `microvm_bench plain-argv KERNEL PLAIN_INITRAMFS SOCKET` (the plain QEMU's argv, one per line).
+//! `microvm_bench plain-argv KERNEL PLAIN_INITRAMFS SOCKET` (the plain QEMU's argv, one per line),
+//! or `microvm_bench exec-ab KERNEL IMAGE_DIR ROUNDS AGENT...`: one VM per agent binary, the
+//! same commands interleaved between them (`echo` and `/bin/true`), each split on the host into
+//! request → `started` → first output → `exited`; with `TRACE=1` the agents also get
+//! `agentbox.trace` and their per-command timestamps (from the console) are summarised.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -53,6 +58,9 @@ fn main() -> Res<()> {
             config.args().iter().for_each(|a| println!("{a}"));
             return Ok(());
         }
+    }
+    if args.first().map(String::as_str) == Some("exec-ab") {
+        return exec_ab(&args[1..]);
     }
     if args.len() < 5 {
         return Err("usage: microvm_bench KERNEL AGENT PLAIN_INITRAMFS AGENTBOX_BIN IMAGE_DIR [RUNS] [EXECS]".into());
@@ -110,20 +118,27 @@ fn main() -> Res<()> {
     json.push(stat("lib_boot_to_hello", &hello));
 
     let mut vm = Vm::boot(spec(100))?;
-    let mut round_trips = Vec::new();
+    // `/bin/true` and `echo` (its output streamed back) alternate.
+    let (mut round_trips, mut echoes) = (Vec::new(), Vec::new());
     for i in 0..inputs.execs + 5 {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let t = Instant::now();
-        let exit = vm.run(request(&["/bin/true"]), None, &mut out, &mut err)?;
-        let took = t.elapsed();
-        if exit.code != Some(0) {
-            return Err(format!("/bin/true in the guest: {exit:?}").into());
-        }
-        if i >= 5 {
-            round_trips.push(took);
+        for (argv, samples) in [
+            (&["/bin/true"][..], &mut round_trips),
+            (&["echo", "hi"][..], &mut echoes),
+        ] {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let t = Instant::now();
+            let exit = vm.run(request(argv), None, &mut out, &mut err)?;
+            let took = t.elapsed();
+            if exit.code != Some(0) {
+                return Err(format!("{argv:?} in the guest: {exit:?}").into());
+            }
+            if i >= 5 {
+                samples.push(took);
+            }
         }
     }
     json.push(stat("exec_agentbox_true", &round_trips));
+    json.push(stat("exec_agentbox_echo", &echoes));
     std::thread::sleep(Duration::from_secs(2));
     let pid = vm.qemu_pid().ok_or("QEMU is gone")?;
     json.push(memory("mem_agentbox", pid)?);
@@ -330,4 +345,132 @@ fn memory(name: &str, pid: u32) -> Res<String> {
         field("Pss_Anon:"),
         field("Pss_File:"),
     ))
+}
+
+/// `exec-ab KERNEL IMAGE_DIR ROUNDS AGENT...`: see the module doc.
+fn exec_ab(args: &[String]) -> Res<()> {
+    let [kernel, image, rounds, agents @ ..] = args else {
+        return Err("usage: microvm_bench exec-ab KERNEL IMAGE_DIR ROUNDS AGENT...".into());
+    };
+    let rounds: usize = rounds.parse()?;
+    let trace = std::env::var_os("TRACE").is_some_and(|v| v == "1");
+    let base = disk::base_disk(Path::new(image), None, Path::new(disk::DEFAULT_CACHE))?;
+    let mut vms = Vec::new();
+    for (n, agent) in agents.iter().enumerate() {
+        let initrd =
+            initramfs::cached_initramfs(Path::new(agent), Path::new(initramfs::DEFAULT_CACHE))?;
+        let mut spec = VmSpec::new(
+            &format!("bench-ab-{}-{n}", std::process::id()),
+            Path::new(kernel),
+            &initrd,
+        );
+        spec.base_disk = Some(base.clone());
+        spec.memory_mib = MEMORY_MIB;
+        spec.accel = Accel::Tcg;
+        spec.jail = Some(Jail::nth(JAIL + n as u16));
+        if trace {
+            spec.extra_cmdline = "agentbox.trace".into();
+        }
+        vms.push(Vm::boot(spec)?);
+    }
+    // Per agent: [echo started, echo first output, echo exited, true exited].
+    let mut samples = vec![[const { Vec::new() }; 4]; vms.len()];
+    for round in 0..rounds + 5 {
+        for (vm, samples) in vms.iter_mut().zip(samples.iter_mut()) {
+            let split = split_round_trip(vm, &["echo", "hi"])?;
+            let t = Instant::now();
+            let exit = vm.run(
+                request(&["/bin/true"]),
+                None,
+                &mut Vec::new(),
+                &mut Vec::new(),
+            )?;
+            let took = t.elapsed();
+            if exit.code != Some(0) {
+                return Err(format!("/bin/true in the guest: {exit:?}").into());
+            }
+            if round >= 5 {
+                for (i, d) in split.into_iter().chain([took]).enumerate() {
+                    samples[i].push(d);
+                }
+            }
+        }
+    }
+    let names = [
+        "echo: started",
+        "echo: first output",
+        "echo: exited",
+        "true: exited",
+    ];
+    for ((agent, samples), vm) in agents.iter().zip(&samples).zip(&mut vms) {
+        println!("{agent}");
+        for (name, s) in names.iter().zip(samples) {
+            println!("  {}", stat(name, s));
+        }
+        if trace {
+            let log = std::fs::read_to_string(vm.state_dir().join("console.log"))?;
+            summarise_trace(&log);
+        }
+        let _ = vm.power_off(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+/// Runs `argv` and times, from sending the request: `started`, the first stdout, `exited`.
+fn split_round_trip(vm: &mut Vm, argv: &[&str]) -> Res<[Duration; 3]> {
+    use agentbox_protocol::{DataKind, Frame, Reply};
+    let t = Instant::now();
+    let client = vm.client()?;
+    let id = client.spawn(request(argv))?;
+    let (mut started, mut first) = (None, None);
+    loop {
+        match client.next_frame()? {
+            Frame::Control(Reply::Started { id: i, .. }) if i == id => {
+                started = Some(t.elapsed());
+            }
+            Frame::Data {
+                kind: DataKind::Stdout,
+                id: i,
+                ..
+            } if i == id => {
+                first.get_or_insert(t.elapsed());
+            }
+            Frame::Control(Reply::Exited { id: i, exit }) if i == id => {
+                let exited = t.elapsed();
+                if exit.code != Some(0) {
+                    return Err(format!("{argv:?} in the guest: {exit:?}").into());
+                }
+                return Ok([
+                    started.ok_or("no started")?,
+                    first.ok_or("no output")?,
+                    exited,
+                ]);
+            }
+            other => return Err(format!("unexpected frame {other:?}").into()),
+        }
+    }
+}
+
+/// Medians of the agent's `trace` lines (`agentbox-guest: trace KEY=US ...`) from its console.
+fn summarise_trace(log: &str) {
+    let mut keys: Vec<(String, Vec<Duration>)> = Vec::new();
+    for line in log.lines() {
+        let Some(rest) = line.split("agentbox-guest: trace ").nth(1) else {
+            continue;
+        };
+        for word in rest.split_whitespace() {
+            let Some((key, us)) = word.split_once('=') else {
+                continue;
+            };
+            let Ok(us) = us.parse::<u64>() else { continue };
+            let d = Duration::from_micros(us);
+            match keys.iter_mut().find(|(k, _)| k == key) {
+                Some((_, v)) => v.push(d),
+                None => keys.push((key.to_string(), vec![d])),
+            }
+        }
+    }
+    for (key, samples) in &keys {
+        println!("  guest {}", stat(key, samples));
+    }
 }

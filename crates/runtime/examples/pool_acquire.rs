@@ -12,6 +12,11 @@
 //! replacement's boot does not compete with the measured first command (it does by default, as
 //! in real use: the refill starts at the take).
 //!
+//! With `json` among the arguments (after N and SIZE, with or without `quiet`), it prints one
+//! JSON object instead (for `bench/microvm.sh`): `{"takes":..,"size":..,"quiet":..,"accel":..,
+//! "take_first_output":STAT,"take_alone":STAT,"second_same_vm":STAT}`, each STAT
+//! `{"n":..,"median_ms":..,"p90_ms":..,"min_ms":..,"max_ms":..}` (nearest-rank percentiles).
+//!
 //! The image is a throwaway directory with the host's static busybox (`/bin/busybox`, Debian's
 //! busybox-static), removed at the end.
 
@@ -37,6 +42,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// `{"n":..,"median_ms":..,"p90_ms":..,"min_ms":..,"max_ms":..}` of sorted samples.
+fn stat_json(sorted: &[Duration]) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{{\"n\":{},\"median_ms\":{:.3},\"p90_ms\":{:.3},\"min_ms\":{:.3},\"max_ms\":{:.3}}}",
+        sorted.len(),
+        ms(percentile(sorted, 50.0)),
+        ms(percentile(sorted, 90.0)),
+        ms(sorted[0]),
+        ms(sorted[sorted.len() - 1])
+    )
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -45,10 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let takes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(50);
     let size: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2);
-    let quiet = args.next().as_deref() == Some("quiet");
+    let rest: Vec<String> = args.collect();
+    let quiet = rest.iter().any(|a| a == "quiet");
+    let json = rest.iter().any(|a| a == "json");
     let image = std::env::temp_dir().join(format!("pool-acquire-{}", std::process::id()));
     busybox_root(&image)?;
-    let result = measure(&image, takes, size, quiet);
+    let result = measure(&image, takes, size, quiet, json);
     std::fs::remove_dir_all(&image)?;
     result
 }
@@ -58,6 +78,7 @@ fn measure(
     takes: usize,
     size: usize,
     quiet: bool,
+    json: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let spec = PolicySpec {
         tier: Some("microvm".into()),
@@ -120,10 +141,17 @@ fn measure(
     settled.sort();
     let stats = pool.stats();
     drop(pool);
-    println!(
-        "takes: {takes}, pool size: {size}, refill delayed: {quiet}, accelerator: {:?}",
-        agentbox_runtime::microvm::accel()?.0
-    );
+    let accel = agentbox_runtime::microvm::accel()?.0;
+    if json {
+        println!(
+            "{{\"takes\":{takes},\"size\":{size},\"quiet\":{quiet},\"accel\":\"{accel:?}\",\"take_first_output\":{},\"take_alone\":{},\"second_same_vm\":{}}}",
+            stat_json(&spans),
+            stat_json(&take_only),
+            stat_json(&settled)
+        );
+        return Ok(());
+    }
+    println!("takes: {takes}, pool size: {size}, refill delayed: {quiet}, accelerator: {accel:?}");
     println!(
         "take + first output: p50 {} p90 {} min {} max {}",
         ms(percentile(&spans, 50.0)),
