@@ -78,6 +78,54 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(stdout(&o), "through stdin\n");
 
+    // A stdin that never closes does not hold the run once the command ended (it is read only
+    // while the command runs).
+    let mut held = agentbox(&[
+        "run",
+        "--tier",
+        "microvm",
+        "--image",
+        image.to_str().unwrap(),
+        "--",
+        "echo",
+        "done",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let _open_stdin = held.stdin.take();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while held.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run waits for stdin to close"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = held.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "done\n");
+    // A SIGTERM to agentbox reaches the command in the guest (128 + 15), even one sent during
+    // the boot, and the VM is cleaned up as after any run.
+    let mut child = agentbox(&[
+        "run",
+        "--tier",
+        "microvm",
+        "--image",
+        image.to_str().unwrap(),
+        "--",
+        "sleep",
+        "60",
+    ])
+    .spawn()
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+
     // --verbose names the accelerator the probe chose, and why.
     let o = vm(&image, &["--verbose"], &["true"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -16,6 +16,7 @@ use agentbox_protocol::client::ClientError;
 use agentbox_protocol::ErrorCode;
 use agentbox_sys::process::Exit;
 
+mod attached;
 pub(crate) mod host;
 pub mod layered;
 pub mod pool;
@@ -238,6 +239,16 @@ pub(crate) fn guest_cwd(policy: &Policy) -> String {
 
 /// Boots a VM for `policy`, runs `argv` in it with this process's stdio, powers it off.
 pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
+    // Signals wait until the command runs (then they are forwarded to it): a ^C during the boot
+    // must not kill this process between spawning QEMU and cleaning up after it.
+    let mask =
+        agentbox_sys::signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
+    let result = run_blocked(policy, argv);
+    let _ = agentbox_sys::signal::restore(mask);
+    result
+}
+
+fn run_blocked(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
     let started = Instant::now();
     let Booted { mut vm, slot } = boot(policy)?;
     // The wall-clock limit, from the host: the guest enforces it per command, and a guest that
@@ -258,14 +269,11 @@ pub fn run(policy: &Policy, argv: &[String]) -> Result<ExitRecord, RunError> {
             ..ExecRequest::default()
         },
     );
-    let mut stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    let result = vm.run(request, Some(&mut stdin), &mut stdout, &mut stderr);
+    let result = attached::run(&mut vm, request);
     let _ = vm.power_off(Duration::from_secs(5));
     drop(vm);
     drop(slot);
-    let record = result.map_err(vm_error)?;
+    let record = result?;
     let exit = match (record.code, record.signal) {
         (_, Some(s)) => Exit::Signal(s),
         (Some(c), None) => Exit::Code(c),
