@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::rows::{RowId, EVAL_LIMITS};
+use super::rows;
 use super::sandbox::Sandbox;
 use crate::model::{Bench, Stats};
 
@@ -79,26 +79,34 @@ pub fn measure(sandbox: &Sandbox, spec: &BenchSpec) -> Bench {
     let exec = sandbox
         .row
         .persistent()
-        .then(|| exec_latency(&sandbox.agentbox, sandbox.row, spec.runs))
+        .then(|| exec_latency(sandbox, spec.runs))
         .flatten();
+    // The microVM rows' image has no python3 (`sandbox::prepare_vm_image`): not measured there,
+    // rather than booting VMs for commands that cannot run.
+    let python = !sandbox.row.vm();
     Bench {
         start_true: stats(&["/bin/true"], spec.runs),
-        start_python: stats(&["python3", "-c", "pass"], spec.runs.div_ceil(2)),
+        start_python: python
+            .then(|| stats(&["python3", "-c", "pass"], spec.runs.div_ceil(2)))
+            .flatten(),
         exec,
         peak_memory_kib: cmd(&["sleep", "1"])
             .and_then(|argv| machinery_memory(&sandboxed(sandbox, &argv))),
-        syscall_slowdown: cmd(&["python3", "-c", SYSCALLS])
+        syscall_slowdown: python
+            .then(|| cmd(&["python3", "-c", SYSCALLS]))
+            .flatten()
             .and_then(|argv| syscall_slowdown(&sandboxed(sandbox, &argv))),
         start_rate_per_s: cmd(&["/bin/true"])
             .and_then(|argv| start_rate(&sandboxed(sandbox, &argv), spec.rate_seconds)),
     }
 }
 
-/// `agentbox exec` round trips into one persistent sandbox of the row's tier.
-fn exec_latency(agentbox: &str, row: RowId, runs: u32) -> Option<Stats> {
+/// `agentbox exec` round trips into one persistent sandbox of the row's tier (for a microVM row,
+/// one VM booted from the row's image).
+fn exec_latency(sandbox: &Sandbox, runs: u32) -> Option<Stats> {
+    let agentbox = sandbox.agentbox.as_str();
     let mut create = vec![agentbox.to_string(), "create".into()];
-    create.extend(row.tier_args().iter().map(|s| s.to_string()));
-    create.extend(EVAL_LIMITS.iter().map(|s| s.to_string()));
+    create.extend(rows::agentbox_flags(sandbox.row, &sandbox.workdir));
     let out = Command::new(&create[0])
         .args(&create[1..])
         .stdin(Stdio::null())

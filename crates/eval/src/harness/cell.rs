@@ -181,8 +181,13 @@ fn probes_run(
 /// Runs the probe command, reading the sandboxed probe's posture while it runs; then deletes its
 /// container (OCI rows).
 fn probe_run(sandbox: &Sandbox, command: &[String]) -> Result<ProbeRun, String> {
-    // A terminal the cell owns, as the probe's stdin: TIOCSTI has something to aim at.
-    let pty = agentbox_sys::pty::open_pair(Path::new("/dev/ptmx")).ok();
+    // A terminal the cell owns, as the probe's stdin: TIOCSTI has something to aim at. Not for
+    // a microVM: no host terminal reaches a guest (its stdin is a stream over the guest
+    // channel), and `agentbox run --tier microvm` waits for its stdin's end, which a terminal
+    // never gives.
+    let pty = (!sandbox.row.vm())
+        .then(|| agentbox_sys::pty::open_pair(Path::new("/dev/ptmx")).ok())
+        .flatten();
     let stdin = match &pty {
         Some((_, slave)) => slave
             .try_clone()
@@ -199,10 +204,19 @@ fn probe_run(sandbox: &Sandbox, command: &[String]) -> Result<ProbeRun, String> 
         .map_err(|e| format!("{}: {e}", command.first().map_or("", String::as_str)))?;
     let root = child.id();
     let gvisor = sandbox.row.gvisor();
+    let vm = sandbox.row.vm();
     let watcher = std::thread::spawn(move || {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(20);
         while Instant::now() < deadline {
+            // A microVM's payload is no host process: QEMU is, once it has set itself up (its
+            // jail and seccomp sandbox apply before the guest boots; a second in, they have).
+            if vm {
+                if let Some(qemu) = posture::find_qemu(root) {
+                    std::thread::sleep(Duration::from_millis(1000));
+                    return posture::read_qemu(qemu);
+                }
+            }
             // The probe at any depth below the run: agentbox's engine tiers run it as a
             // grandchild or deeper (agentbox, its engine child, the runtime, the container).
             if let Some(p) = posture::find_probe(root).and_then(posture::read) {

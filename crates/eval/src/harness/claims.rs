@@ -100,57 +100,76 @@ pub fn claims(rows: &[Row]) -> Vec<Claim> {
         .filter(|r| verdict(r, "leak_boot_id") == Some(Verdict::Escaped))
         .map(|r| r.label.as_str())
         .collect();
-    let vm = row(rows, "microvm");
-    out.push(Claim {
-        claim: "containers share the host kernel, while a VM has its own".into(),
-        evidence: format!(
-            "the host's boot id was visible in {} of {} namespace rows (one kernel); {}",
-            shared.len(),
-            ns_rows.len(),
-            match vm {
-                Some(v) if verdict(v, "leak_boot_id") == Some(Verdict::Blocked) =>
-                    "the microVM showed a boot id of its own".to_string(),
-                Some(_) => "the microVM row did not show a boot id of its own".to_string(),
-                None => "no VM row on this host yet, so the second half is not measured".into(),
-            }
-        ),
-        holds: if ns_rows.is_empty() {
-            None
-        } else if vm.is_none() {
-            (shared.len() == ns_rows.len()).then_some(true)
-        } else {
-            Some(
-                shared.len() == ns_rows.len()
-                    && vm.is_some_and(|v| verdict(v, "leak_boot_id") == Some(Verdict::Blocked)),
-            )
-        },
-    });
-    // 5. VMs and gVisor cost start time and memory.
-    let heavy: Vec<&Row> = ["gvisor", "peer:runsc", "microvm"]
+    // The VM rows: the plain microVM first (its boot id is the guest kernel's own, with nothing
+    // between), then the ns tier inside one.
+    let vms: Vec<&Row> = ["microvm", "microvm+ns"]
         .iter()
         .filter_map(|id| row(rows, id))
         .collect();
-    let light = row(rows, "ns").and_then(median_true);
-    out.push(match (heavy.first(), light) {
-        (Some(h), Some(ns)) => match median_true(h) {
-            Some(hm) => Claim {
-                claim: "VMs and gVisor cost start time and memory".into(),
-                evidence: format!(
-                    "{} starts in {hm:.1} ms against {ns:.1} ms for agentbox ns ({:.1}×)",
-                    h.label,
-                    hm / ns
-                ),
-                holds: Some(hm > ns),
+    let own_kernel: Vec<&str> = vms
+        .iter()
+        .filter(|v| verdict(v, "leak_boot_id") == Some(Verdict::Blocked))
+        .map(|v| v.label.as_str())
+        .collect();
+    out.push(Claim {
+        claim: "containers share the host kernel, while a VM has its own".into(),
+        evidence: format!(
+            "{}; {}",
+            if ns_rows.is_empty() {
+                "no namespace row was evaluated".to_string()
+            } else {
+                format!(
+                    "the host's boot id was visible in {} of {} namespace rows (one kernel)",
+                    shared.len(),
+                    ns_rows.len()
+                )
             },
-            None => unmeasured(
-                "VMs and gVisor cost start time and memory",
-                "runsc or microvm",
-            ),
-        },
-        _ => unmeasured(
-            "VMs and gVisor cost start time and memory",
-            "runsc or microvm",
+            if vms.is_empty() {
+                "no VM row on this host, so the second half is not measured".to_string()
+            } else if own_kernel.len() == vms.len() {
+                format!(
+                    "every VM row showed a boot id of its own ({})",
+                    own_kernel.join(", ")
+                )
+            } else {
+                format!(
+                    "{} of {} VM rows showed a boot id of their own ({})",
+                    own_kernel.len(),
+                    vms.len(),
+                    own_kernel.join(", ")
+                )
+            }
         ),
+        // Half of the claim measured: true as far as it goes; false only on a measured half.
+        holds: match (ns_rows.is_empty(), vms.is_empty()) {
+            (true, true) => None,
+            (false, true) => (shared.len() == ns_rows.len()).then_some(true),
+            (true, false) => Some(own_kernel.len() == vms.len()),
+            (false, false) => Some(shared.len() == ns_rows.len() && own_kernel.len() == vms.len()),
+        },
+    });
+    // 5. VMs and gVisor cost start time and memory: every such row measured, against ns.
+    const HEAVY: &str = "VMs and gVisor cost start time and memory";
+    let heavy: Vec<(&Row, f64)> = ["gvisor", "peer:runsc", "microvm", "microvm+ns"]
+        .iter()
+        .filter_map(|id| row(rows, id))
+        .filter_map(|r| Some((r, median_true(r)?)))
+        .collect();
+    let light = row(rows, "ns").and_then(median_true);
+    out.push(match light {
+        Some(ns) if !heavy.is_empty() => Claim {
+            claim: HEAVY.into(),
+            evidence: format!(
+                "{} against {ns:.1} ms for agentbox ns",
+                heavy
+                    .iter()
+                    .map(|(r, ms)| format!("{} starts in {ms:.1} ms ({:.1}×)", r.label, ms / ns))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            holds: Some(heavy.iter().all(|(_, ms)| *ms > ns)),
+        },
+        _ => unmeasured(HEAVY, "ns and a runsc or microvm"),
     });
     // 6. gVisor's syscall overhead.
     let gvisor = row(rows, "peer:runsc").or_else(|| row(rows, "gvisor"));
@@ -237,5 +256,79 @@ fn unmeasured(claim: &str, needs: &str) -> Claim {
             "not measured on this host: needs the {needs} row, which is not available"
         ),
         holds: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Bench, ProbeResult, RowKind, Stats};
+
+    fn row(id: &str, boot_id: Verdict, start_ms: f64) -> Row {
+        Row {
+            id: id.into(),
+            label: id.into(),
+            kind: RowKind::Tier,
+            available: true,
+            reason: None,
+            version: None,
+            posture: None,
+            results: vec![ProbeResult {
+                probe: "leak_boot_id".into(),
+                verdict: boot_id,
+                attempted: String::new(),
+                errno: None,
+                observation: String::new(),
+                layer: None,
+                host_check: None,
+            }],
+            bench: Some(Bench {
+                start_true: Stats::of(&[start_ms]),
+                start_python: None,
+                exec: None,
+                peak_memory_kib: None,
+                syscall_slowdown: None,
+                start_rate_per_s: None,
+            }),
+        }
+    }
+
+    fn claim<'a>(claims: &'a [Claim], start: &str) -> &'a Claim {
+        claims
+            .iter()
+            .find(|c| c.claim.starts_with(start))
+            .unwrap_or_else(|| panic!("no claim {start}"))
+    }
+
+    #[test]
+    fn the_vm_rows_measure_the_second_half_of_the_kernel_claim() {
+        let ns = row("ns", Verdict::Escaped, 5.0);
+        let vm = row("microvm", Verdict::Blocked, 700.0);
+        let layered = row("microvm+ns", Verdict::Blocked, 900.0);
+        let all = claims(&[ns.clone(), vm.clone(), layered.clone()]);
+        let kernel = claim(&all, "containers share the host kernel");
+        assert_eq!(kernel.holds, Some(true), "{kernel:?}");
+        assert!(kernel.evidence.contains("every VM row"), "{kernel:?}");
+        let heavy = claim(&all, "VMs and gVisor");
+        assert_eq!(heavy.holds, Some(true), "{heavy:?}");
+        assert!(
+            heavy.evidence.contains("microvm+ns starts in 900.0 ms"),
+            "{heavy:?}"
+        );
+        // A VM showing the host's boot id breaks the claim.
+        let leaky = row("microvm", Verdict::Escaped, 700.0);
+        let all = claims(&[ns.clone(), leaky.clone()]);
+        assert_eq!(claim(&all, "containers share").holds, Some(false));
+        // Only the VM rows evaluated: the measured half decides.
+        assert_eq!(claim(&claims(&[vm]), "containers share").holds, Some(true));
+        assert_eq!(
+            claim(&claims(&[leaky]), "containers share").holds,
+            Some(false)
+        );
+        // No VM row: the first half alone, as before.
+        let ns_only = claims(&[ns]);
+        let kernel = claim(&ns_only, "containers share");
+        assert_eq!(kernel.holds, Some(true));
+        assert!(kernel.evidence.contains("no VM row"), "{kernel:?}");
     }
 }

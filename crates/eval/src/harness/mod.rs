@@ -150,10 +150,28 @@ fn engine_availability(row: RowId) -> (Result<(), String>, Option<String>) {
     (Ok(()), version)
 }
 
+/// Whether a microVM row can run here, as `agentbox doctor`'s microvm tier says (a guest kernel,
+/// the guest agent, QEMU), and `mkfs.ext4`, which makes the image's base disk.
+fn vm_availability() -> Result<(), String> {
+    if let Some(why) = agentbox_runtime::microvm::unavailable() {
+        return Err(format!("the microvm tier is not available here: {why}"));
+    }
+    if find_tool("mkfs.ext4").is_none() {
+        return Err("mkfs.ext4 is not installed (apt-get install e2fsprogs): the microvm tier builds its disks with it".into());
+    }
+    Ok(())
+}
+
 /// Whether the row can run here, with its version; the reason when not.
 fn availability(row: RowId) -> (Result<(), String>, Option<String>) {
     if row.engine().is_some() {
         return engine_availability(row);
+    }
+    if row.vm() {
+        return (
+            vm_availability(),
+            Some(env!("CARGO_PKG_VERSION").to_string()),
+        );
     }
     match row.tool() {
         None => (Ok(()), Some(env!("CARGO_PKG_VERSION").to_string())),

@@ -86,6 +86,31 @@ pub fn find_sentry(root: u32, settled: bool) -> Option<(u32, Option<u32>)> {
     (running || settled).then(|| (sentry, named("runsc-gofer")))
 }
 
+/// The QEMU of a microVM row among the descendants of `root` (`agentbox run`, its jail, QEMU):
+/// the guest's processes are no host processes, QEMU is what the host has.
+pub fn find_qemu(root: u32) -> Option<u32> {
+    let parents = parent_map();
+    descendants(&parents, root)
+        .into_iter()
+        .filter(|p| {
+            cmdline(*p).first().is_some_and(|a| {
+                a.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("qemu-system"))
+            })
+        })
+        .min()
+}
+
+/// The posture of a microVM row's QEMU, noted as such.
+pub fn read_qemu(qemu: u32) -> Option<Posture> {
+    let mut posture = read(qemu)?;
+    posture.note = Some(format!(
+        "microVM: the payload runs on the guest's own kernel and is no host process; this is QEMU (pid {qemu}), jailed by agentbox, as the host sees it"
+    ));
+    Some(posture)
+}
+
 impl Posture {
     /// Whether the note carries the gofer's reading (`read_sentry` found it alive).
     pub fn note_names_gofer(&self) -> bool {

@@ -10,6 +10,11 @@ use crate::model::RowKind;
 /// Where the probe binary (agentbox itself, statically linked) appears inside every sandbox.
 pub const PROBE_IN_SANDBOX: &str = "/opt/agentbox-probe";
 
+/// Where the probe binary is in the microVM rows' image: a copy (nothing of the host reaches a
+/// guest), under /usr so that `microvm+ns`'s inner `ns` tier, whose root is the guest's /usr and
+/// a generated /etc, sees it too.
+pub const PROBE_IN_VM: &str = "/usr/bin/agentbox-probe";
+
 /// The limits every agentbox tier runs the probes with: what a careful user would set.
 pub const EVAL_LIMITS: &[&str] = &["--memory", "512M", "--pids", "256", "--disk", "256M"];
 
@@ -38,6 +43,11 @@ pub enum RowId {
     Gvisor,
     Nspawn,
     Docker,
+    /// agentbox's microVM tiers: `agentbox run --tier microvm|microvm+ns --image DIR`, DIR an
+    /// image the cell makes (`vm_image_dir`). The plain tier refuses `--pids` (its guest agent
+    /// caps no processes), so its row runs without it, and says so in its label.
+    Microvm,
+    MicrovmNs,
     /// `chroot` as root into a root with the host's /usr: the weak reference.
     PeerChroot,
     /// `unshare` with every namespace, mapped root, fresh /proc; the host's file system.
@@ -56,7 +66,7 @@ pub enum RowId {
 }
 
 impl RowId {
-    pub const ALL: [RowId; 16] = [
+    pub const ALL: [RowId; 18] = [
         RowId::Ns,
         RowId::Chroot,
         RowId::Wasm,
@@ -65,6 +75,8 @@ impl RowId {
         RowId::Gvisor,
         RowId::Nspawn,
         RowId::Docker,
+        RowId::Microvm,
+        RowId::MicrovmNs,
         RowId::PeerChroot,
         RowId::PeerUnshare,
         RowId::PeerBwrap,
@@ -85,6 +97,8 @@ impl RowId {
             RowId::Gvisor => "gvisor",
             RowId::Nspawn => "nspawn",
             RowId::Docker => "docker",
+            RowId::Microvm => "microvm",
+            RowId::MicrovmNs => "microvm+ns",
             RowId::PeerChroot => "peer:chroot",
             RowId::PeerUnshare => "peer:unshare",
             RowId::PeerBwrap => "peer:bwrap",
@@ -106,6 +120,8 @@ impl RowId {
             RowId::Gvisor => "agentbox gvisor (runsc)",
             RowId::Nspawn => "agentbox nspawn (systemd-nspawn)",
             RowId::Docker => "agentbox docker",
+            RowId::Microvm => "agentbox microvm (QEMU, own kernel; no pids limit)",
+            RowId::MicrovmNs => "agentbox microvm+ns (the ns tier in the VM)",
             RowId::PeerChroot => "chroot as root",
             RowId::PeerUnshare => "unshare -Ufpmn -r",
             RowId::PeerBwrap => "bubblewrap --unshare-all --cap-drop ALL",
@@ -124,7 +140,7 @@ impl RowId {
     pub fn kind(self) -> RowKind {
         match self {
             RowId::Ns | RowId::Chroot | RowId::Wasm => RowKind::Tier,
-            _ if self.engine().is_some() => RowKind::Tier,
+            _ if self.engine().is_some() || self.vm() => RowKind::Tier,
             _ => RowKind::Peer,
         }
     }
@@ -157,11 +173,22 @@ impl RowId {
         matches!(self, RowId::Gvisor | RowId::PeerRunsc)
     }
 
+    /// Rows whose payload runs in a microVM: on a kernel of its own, no host process (the host
+    /// sees QEMU), from an image the cell makes.
+    pub fn vm(self) -> bool {
+        matches!(self, RowId::Microvm | RowId::MicrovmNs)
+    }
+
     /// Whether `agentbox create`/`exec` can hold a persistent sandbox of the row's tier.
     pub fn persistent(self) -> bool {
         matches!(
             self,
-            RowId::Ns | RowId::OciRunc | RowId::OciCrun | RowId::Gvisor
+            RowId::Ns
+                | RowId::OciRunc
+                | RowId::OciCrun
+                | RowId::Gvisor
+                | RowId::Microvm
+                | RowId::MicrovmNs
         )
     }
 
@@ -172,6 +199,8 @@ impl RowId {
             (_, Some((tier, None))) => vec!["--tier", tier],
             (RowId::Ns, None) => vec!["--tier", "ns"],
             (RowId::Chroot, None) => vec!["--tier", "chroot"],
+            (RowId::Microvm, None) => vec!["--tier", "microvm"],
+            (RowId::MicrovmNs, None) => vec!["--tier", "microvm+ns"],
             _ => Vec::new(),
         }
     }
@@ -182,6 +211,7 @@ impl RowId {
         match self {
             RowId::Ns | RowId::Chroot | RowId::Wasm => None,
             RowId::OciRunc | RowId::OciCrun | RowId::Gvisor | RowId::Nspawn | RowId::Docker => None,
+            RowId::Microvm | RowId::MicrovmNs => None,
             RowId::PeerChroot => Some(("chroot", "coreutils")),
             RowId::PeerUnshare => Some(("unshare", "util-linux")),
             RowId::PeerBwrap => Some(("bwrap", "bubblewrap")),
@@ -230,6 +260,35 @@ impl RowId {
 /// runtimes, nspawn).
 pub fn root_dir(workdir: &str) -> String {
     format!("{workdir}/root")
+}
+
+/// The image directory the cell makes for the microVM rows (the probe copied in, `/bin/true`
+/// with its libraries): `agentbox run --image` builds its base disk from it.
+pub fn vm_image_dir(workdir: &str) -> String {
+    format!("{workdir}/vm-image")
+}
+
+/// The limits an agentbox row runs with: `EVAL_LIMITS`, less `--pids` on the plain microvm tier,
+/// which refuses it (its guest agent caps no processes; `microvm+ns` does, in the guest).
+pub fn limits(row: RowId) -> Vec<&'static str> {
+    let mut limits = EVAL_LIMITS.to_vec();
+    if row == RowId::Microvm {
+        if let Some(at) = limits.iter().position(|a| *a == "--pids") {
+            limits.drain(at..at + 2);
+        }
+    }
+    limits
+}
+
+/// `agentbox run`/`create`'s flags that make the row's sandbox, before its own (`--ro`, `--cwd`):
+/// the tier, the microVM rows' image, the limits.
+pub fn agentbox_flags(row: RowId, workdir: &str) -> Vec<String> {
+    let mut flags: Vec<String> = row.tier_args().iter().map(|s| s.to_string()).collect();
+    if row.vm() {
+        flags.extend(["--image".to_string(), vm_image_dir(workdir)]);
+    }
+    flags.extend(limits(row).iter().map(|s| s.to_string()));
+    flags
 }
 
 /// The OCI runtime's state directory (`--root`): in the work directory, so nothing is left in
@@ -410,12 +469,19 @@ pub fn command(row: RowId, probe_host: &str, workdir: &str, argv: &[&str]) -> Ve
             ]));
             cmd
         }
+        // A bind does not reach a guest: the probe is in the row's image (`PROBE_IN_VM`).
+        RowId::Microvm | RowId::MicrovmNs => [probe_host.to_string(), "run".to_string()]
+            .into_iter()
+            .chain(agentbox_flags(row, workdir))
+            .chain(owned(&["--cpus", "1", "--cwd", "/tmp", "--"]))
+            .collect(),
         // The OCI runtimes take their command from the bundle; the wasm row runs no command here.
         RowId::PeerRunc | RowId::PeerCrun | RowId::PeerRunsc | RowId::Wasm => Vec::new(),
     };
     // unshare and firejail run on the host's own file system: the probe is found where it is.
     let probe = match row {
         RowId::PeerUnshare | RowId::PeerFirejail => probe_host,
+        RowId::Microvm | RowId::MicrovmNs => PROBE_IN_VM,
         _ => PROBE_IN_SANDBOX,
     };
     cmd.extend(argv.iter().map(|a| {
@@ -476,6 +542,41 @@ mod tests {
         assert_eq!(RowId::Gvisor.peer_of(), Some(RowId::PeerRunsc));
         assert!(RowId::Gvisor.gvisor() && RowId::PeerRunsc.gvisor() && !RowId::OciRunc.gvisor());
         assert!(RowId::Gvisor.persistent() && !RowId::Nspawn.persistent());
+    }
+
+    #[test]
+    fn microvm_rows_boot_the_cells_image_with_the_probe_copied_in() {
+        let argv = [PROBE_IN_SANDBOX, "__probe", "--list"];
+        for (row, tier, pids) in [
+            (RowId::Microvm, "microvm", false),
+            (RowId::MicrovmNs, "microvm+ns", true),
+        ] {
+            assert!(row.vm() && row.kind() == RowKind::Tier && row.tool().is_none());
+            assert_eq!(RowId::parse(row.id()), Some(row));
+            let cmd = command(row, "/x/agentbox", "/w", &argv);
+            assert_eq!(cmd[..4], ["/x/agentbox", "run", "--tier", tier], "{cmd:?}");
+            let image = cmd.iter().position(|a| a == "--image").unwrap_or(0);
+            assert_eq!(cmd[image + 1], vm_image_dir("/w"));
+            // No bind (a VM refuses host mounts): the probe is the image's copy.
+            assert!(!cmd
+                .iter()
+                .any(|a| a == "--ro" || a.contains(PROBE_IN_SANDBOX)));
+            assert_eq!(cmd[cmd.len() - 3..], [PROBE_IN_VM, "__probe", "--list"]);
+            // The plain tier refuses --pids: its row runs without it, and its label says so.
+            assert_eq!(cmd.iter().any(|a| a == "--pids"), pids, "{cmd:?}");
+            assert_eq!(row.label().contains("no pids limit"), !pids);
+            assert!(cmd.contains(&"512M".to_string()) && cmd.contains(&"--cpus".to_string()));
+            assert!(row.persistent() && !row.weak() && !row.gvisor());
+            assert_eq!(agentbox_flags(row, "/w")[..2], ["--tier", tier]);
+        }
+        assert_eq!(
+            agentbox_flags(RowId::Ns, "/w"),
+            ["--tier", "ns"]
+                .iter()
+                .chain(EVAL_LIMITS)
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::cell::CellSpec;
 use super::host;
 use super::oci;
-use super::rows::{self, RowId, PROBE_IN_SANDBOX};
+use super::rows::{self, RowId, PROBE_IN_SANDBOX, PROBE_IN_VM};
 
 fn sh(step: &str, argv: &[&str]) -> Result<(), String> {
     let status = Command::new(argv[0])
@@ -126,6 +126,90 @@ fn prepare_kernel_root(agentbox: &str, root: &str) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// The microVM rows' image: a copy of the probe at `PROBE_IN_VM` (a bind does not reach a
+/// guest) and of `/bin/true` with the libraries it loads, on the host's usr-merged layout. No
+/// python3: the benchmarks that need it are not taken for these rows. The cell's work directory
+/// holds the planted secret beside it, never in it. Returns the base disk `agentbox run` will
+/// build of it (`agentbox_microvm::disk::base_disk`'s key: the directory's identity and mtime),
+/// which the row removes afterwards.
+fn prepare_vm_image(agentbox: &str, image: &str) -> Result<PathBuf, String> {
+    for dir in [
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "tmp",
+        "run",
+        "workspace",
+    ] {
+        std::fs::create_dir_all(format!("{image}/{dir}")).map_err(|e| format!("mkdir: {e}"))?;
+    }
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(target, format!("{image}/{link}"))
+            .map_err(|e| format!("symlink {link}: {e}"))?;
+    }
+    std::fs::set_permissions(
+        format!("{image}/tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .map_err(|e| format!("chmod tmp: {e}"))?;
+    std::fs::copy(agentbox, format!("{image}{PROBE_IN_VM}"))
+        .map_err(|e| format!("copy the probe into the image: {e}"))?;
+    let truth = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or("no /bin/true on the host")?;
+    copy_with_libraries(truth, image)?;
+    // The cache key is taken last: it covers the directory's mtime.
+    let key = agentbox_microvm::disk::cache_key(Path::new(image), None)
+        .map_err(|e| format!("disk key: {e}"))?;
+    Ok(Path::new(agentbox_microvm::disk::DEFAULT_CACHE).join(format!("{key}.ext4")))
+}
+
+/// Copies the host binary `path` into `image` at the same path, with every library `ldd` says it
+/// loads (each at the path `ldd` names, through the image's usr-merge links).
+fn copy_with_libraries(path: &str, image: &str) -> Result<(), String> {
+    let out = Command::new("ldd")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ldd {path}: {e}"))?;
+    let mut files = vec![path.to_string()];
+    files.extend(ldd_paths(&String::from_utf8_lossy(&out.stdout)));
+    for file in files {
+        let target = format!("{image}{file}");
+        if let Some(parent) = Path::new(&target).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("mkdir for {file}: {e}"))?;
+        }
+        std::fs::copy(&file, &target).map_err(|e| format!("copy {file} into the image: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The absolute paths of the libraries in `ldd`'s output (`libc.so.6 => /lib/.../libc.so.6
+/// (0x...)`, `/lib64/ld-linux-x86-64.so.2 (0x...)`; not the vdso).
+pub(super) fn ldd_paths(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
 }
 
 /// A tmpfs the sandbox writes to, mounted in the cell only.
@@ -295,6 +379,9 @@ pub struct Sandbox {
     template: Option<Value>,
     /// nspawn: the cgroups the cell moved into.
     scope: Vec<ScopeDir>,
+    /// microVM rows: the base disk `agentbox run` builds of the row's image, in agentbox's
+    /// shared disk cache; removed with the row (its image never serves again).
+    vm_disk: Option<PathBuf>,
     cleaned: bool,
 }
 
@@ -307,6 +394,7 @@ impl Sandbox {
             workdir: spec.workdir.clone(),
             template: None,
             scope: Vec::new(),
+            vm_disk: None,
             cleaned: false,
         };
         let root = rows::root_dir(&spec.workdir);
@@ -333,6 +421,10 @@ impl Sandbox {
                 private_run()?;
                 let name = format!("{}nspawn", rows::container_prefix(&spec.workdir));
                 join_nspawn_scope(&name, &mut sandbox.scope)?;
+            }
+            RowId::Microvm | RowId::MicrovmNs => {
+                let image = rows::vm_image_dir(&spec.workdir);
+                sandbox.vm_disk = Some(prepare_vm_image(&spec.agentbox, &image)?);
             }
             // agentbox's tiers prepare their sandboxes themselves, engine tiers included (their
             // root, /run/systemd/nspawn, crun's cgroup layout: in agentbox's private mount
@@ -419,6 +511,9 @@ impl Sandbox {
             }
         }
         reap_orphans();
+        if let Some(disk) = self.vm_disk.take() {
+            let _ = std::fs::remove_file(disk);
+        }
         for dir in self.scope.drain(..) {
             let _ = std::fs::write(dir.home.join("cgroup.procs"), "0");
             remove_cgroup_tree(&dir.made);
@@ -435,4 +530,22 @@ impl Drop for Sandbox {
 /// As pid 1 of the cell's namespace, reap whatever was reparented here.
 pub(super) fn reap_orphans() {
     while let Ok(Some(_)) = agentbox_sys::process::wait(-1, true) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_the_libraries_to_copy() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            ldd_paths(text),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+        assert!(ldd_paths("\tnot a dynamic executable\n").is_empty());
+    }
 }

@@ -57,6 +57,34 @@ fn gvisor_correction(
     }
 }
 
+/// microVM rows: a probe that says "escaped" did what it did on the guest's own kernel, never the
+/// host's. Where the probe has a host-side check, that check is the truth, and it saw nothing:
+/// blocked, by the hypervisor. Where it has none (capabilities, new user namespaces, mounts
+/// detached at once, a perf event...), what worked is the guest kernel's attack surface, which
+/// the host evidence (QEMU running the guest as an unprivileged host uid) places behind the
+/// hypervisor: not applicable to the host, said so, and counted neither way. Without that
+/// evidence (QEMU's posture unread, or root), nothing is corrected.
+fn vm_correction(
+    has_check: bool,
+    host: &HostEvidence,
+) -> Option<(Verdict, Option<&'static str>, String)> {
+    if has_check {
+        return Some((
+            Verdict::Blocked,
+            Some("hypervisor"),
+            "[this happened on the guest's own kernel: the host-side check saw no effect]".into(),
+        ));
+    }
+    let uid = host
+        .sandbox_host_uid
+        .filter(|u| *u != 0 && *u != u32::MAX)?;
+    Some((
+        Verdict::NotApplicable,
+        None,
+        format!("[on the guest's own kernel, not the host's (the host saw QEMU run the guest as uid {uid}): the guest kernel's attack surface, behind the hypervisor; not a host escape]"),
+    ))
+}
+
 /// The host-side check of a probe, if it has one: (what was checked, whether it shows an escape).
 fn host_check(
     probe: &str,
@@ -104,6 +132,24 @@ pub fn layer(row: RowId, probe: &str, errno: Option<&str>, observation: &str) ->
         RowId::Ns | RowId::PeerBwrap | RowId::OciRunc | RowId::OciCrun | RowId::Docker
     );
     let l = |s: &str| Some(s.to_string());
+    const RESOURCES: &[&str] = &[
+        "fork_bomb",
+        "memory_hog",
+        "disk_fill",
+        "inode_fill",
+        "cpu_hog",
+    ];
+    match row {
+        // Nothing of the host is in a guest: whatever stopped a probe there, the first thing
+        // between it and the host is the VM (for resources, its RAM, vCPUs and disk).
+        RowId::Microvm if RESOURCES.contains(&probe) => return l("VM size"),
+        RowId::Microvm => return l("hypervisor"),
+        // The ns tier in the guest is the first layer; what it lets through (the guest's boot
+        // id), the VM stops.
+        RowId::MicrovmNs if probe == "leak_boot_id" => return l("hypervisor"),
+        RowId::MicrovmNs => return layer(RowId::Ns, probe, errno, observation),
+        _ => {}
+    }
     if observation.contains("not visible") {
         return l("pid namespace");
     }
@@ -190,6 +236,16 @@ pub fn decide(
                     verdict = v;
                     corrected_layer = (v == Verdict::Blocked).then(|| l.to_string());
                     observation = format!("{observation} {note}");
+                }
+            }
+            if row.vm() && verdict == Verdict::Escaped {
+                let seen = check.as_ref().is_some_and(|(_, escaped)| *escaped);
+                if !seen {
+                    if let Some((v, l, note)) = vm_correction(check.is_some(), host) {
+                        verdict = v;
+                        corrected_layer = l.map(str::to_string);
+                        observation = format!("{observation} {note}");
+                    }
                 }
             }
             let layer = corrected_layer.or_else(|| {
@@ -286,6 +342,72 @@ mod tests {
         };
         let r = decide(RowId::PeerRunsc, &probes, &outcomes, &root);
         assert_eq!(r[1].verdict, Verdict::Escaped, "{:?}", r[1]);
+    }
+
+    #[test]
+    fn vm_escapes_reach_only_the_guest_kernel_and_the_host_checks_decide() {
+        let probes = [
+            info("mount_proc"),
+            info("capabilities"),
+            info("kill_sentinel"),
+            info("leak_boot_id"),
+            info("canary_write"),
+        ];
+        let outcomes = [
+            said("mount_proc", Verdict::Escaped),
+            said("capabilities", Verdict::Escaped),
+            Outcome::new("kill_sentinel", Verdict::Blocked, "kill")
+                .observed("not visible: pid namespace"),
+            said("leak_boot_id", Verdict::Blocked),
+            said("canary_write", Verdict::Blocked),
+        ];
+        let host = HostEvidence {
+            sandbox_host_uid: Some(2_147_418_125),
+            canary_intact: true,
+            sentinel_alive: true,
+            ..Default::default()
+        };
+        for row in [RowId::Microvm, RowId::MicrovmNs] {
+            let r = decide(row, &probes, &outcomes, &host);
+            // A host-side check that saw nothing: blocked, by the hypervisor.
+            assert_eq!(r[0].verdict, Verdict::Blocked, "{:?}", r[0]);
+            assert_eq!(r[0].layer.as_deref(), Some("hypervisor"));
+            // No host-side check: the guest kernel's, said so, counted neither way.
+            assert_eq!(r[1].verdict, Verdict::NotApplicable, "{:?}", r[1]);
+            assert!(r[1].observation.contains("uid 2147418125"), "{:?}", r[1]);
+            assert_eq!(r[3].layer.as_deref(), Some("hypervisor"), "{:?}", r[3]);
+        }
+        let plain = decide(RowId::Microvm, &probes, &outcomes, &host);
+        assert_eq!(plain[2].layer.as_deref(), Some("hypervisor"));
+        let layered = decide(RowId::MicrovmNs, &probes, &outcomes, &host);
+        assert_eq!(layered[2].layer.as_deref(), Some("pid namespace"));
+        // The host's evidence still wins: an effect seen on the host is an escape.
+        let seen = HostEvidence {
+            canary_intact: false,
+            ..host.clone()
+        };
+        let r = decide(RowId::Microvm, &probes, &outcomes, &seen);
+        assert_eq!(r[4].verdict, Verdict::Escaped, "{:?}", r[4]);
+        // Without QEMU's posture there is no evidence to correct with.
+        let unread = HostEvidence {
+            sandbox_host_uid: None,
+            ..host
+        };
+        let r = decide(RowId::Microvm, &probes, &outcomes, &unread);
+        assert_eq!(r[1].verdict, Verdict::Escaped, "{:?}", r[1]);
+        // Other rows are never corrected.
+        let r = decide(
+            RowId::Ns,
+            &probes,
+            &outcomes,
+            &HostEvidence {
+                sandbox_host_uid: Some(5),
+                canary_intact: true,
+                sentinel_alive: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(r[1].verdict, Verdict::Escaped);
     }
 
     #[test]
