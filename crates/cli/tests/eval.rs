@@ -263,3 +263,33 @@ fn doctor_reports_this_host() {
         "{text}"
     );
 }
+
+#[test]
+fn the_microvm_rows_hold_and_leave_nothing() {
+    let _g = serial();
+    let before = host_state();
+    let files = host_files();
+    let report = eval(&["--tiers", "microvm,microvm+ns", "--quick", "--no-bench"]);
+    for row in ["microvm", "microvm+ns"] {
+        let v = verdicts(&report, row);
+        assert!(!v.is_empty(), "{row}: no probes ran");
+        let escaped: Vec<&String> = v
+            .iter()
+            .filter(|(_, verdict)| verdict.as_str() == "escaped")
+            .map(|(probe, _)| probe)
+            .collect();
+        assert!(escaped.is_empty(), "{row}: escaped {escaped:?}\nall: {v:?}");
+        // The guest's kernel is its own: the host's boot id is out of reach.
+        assert_eq!(
+            v.get("leak_boot_id").map(String::as_str),
+            Some("blocked"),
+            "{row}: {v:?}"
+        );
+    }
+    assert_eq!(host_files(), files, "a watched host file changed");
+    assert_nothing_left(&before);
+    let vms = std::fs::read_dir("/run/agentbox/vms")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+}
