@@ -82,7 +82,8 @@ fn vm_slot_of(name: &str) -> Option<u32> {
     name.strip_prefix(&prefix)?.parse().ok()
 }
 
-/// The supervisor pid in a leaf name `agentbox-<supervisor>-<child>`.
+/// The supervisor pid in a leaf name `agentbox-<supervisor>-<n>` (`n` counts that supervisor's
+/// sandboxes; see `supervise::create_cgroup`).
 fn supervisor_of(name: &str) -> Option<u32> {
     let mut parts = name.strip_prefix("agentbox-")?.split('-');
     let supervisor = parts.next()?.parse().ok()?;
@@ -121,6 +122,8 @@ mod tests {
     #[test]
     fn only_agentbox_leaf_names_name_a_supervisor() {
         assert_eq!(supervisor_of("agentbox-123-456"), Some(123));
+        assert_eq!(supervisor_of("agentbox-123-1"), Some(123));
+        assert_eq!(supervisor_of("agentbox-123-4294967295"), Some(123));
         assert_eq!(supervisor_of("agentbox-qemu-vm-3"), None);
         assert_eq!(vm_slot_of("agentbox-qemu-vm-3"), Some(3));
         assert_eq!(vm_slot_of("agentbox-qemu-test-3"), None);

@@ -3,29 +3,35 @@
 //! forwarding signals and enforcing the wall-clock timeout, and finally clean up every trace
 //! (processes, cgroups, uid slot). The calling process must be single-threaded.
 //!
+//! On cgroup v1 (ns tier) the child is born in the sandbox's cgroup: the supervisor creates the
+//! cgroup with its limits, steps into it (`Cgroup::enter`: `0` written to each leaf's `tasks`, no
+//! lock), clones the child and steps back out at once. Moving the child in afterwards (its pid
+//! written to `cgroup.procs`) would wait for an RCU grace period, 8-16 ms, on the critical path.
+//!
 //! Hand-shake with the child over the `go` pipe, so that set-up on both sides overlaps:
 //! 1. supervisor: clone → write uid/gid maps → send `MAPPED`;
-//! 2. child builds the root while the supervisor creates the cgroup and attaches the child;
+//! 2. child builds the root while the supervisor, unless the child was born inside, creates the
+//!    cgroup and attaches the child (cgroup v2);
 //! 3. supervisor sends `ATTACHED`; only then may the child fork or exec the command, so every
 //!    process of the sandbox starts inside the cgroup.
 //!
 //! Engine tiers send a `JOIN` message between the two: on cgroup v1 it names the leaves' `tasks`
-//! files and the child, once its root is built, writes `0` to each to join the cgroup itself (a
-//! supervisor's write of the child's pid waits for an RCU grace period, 8-16 ms); the supervisor
-//! waits until every leaf lists the child before it sends `ATTACHED`. On v2, or without a cgroup,
-//! it names no file and the supervisor attaches the child itself.
+//! files and the child, once its root is built, writes `0` to each to join the cgroup itself; the
+//! supervisor waits until every leaf lists the child before it sends `ATTACHED`. On v2, or without
+//! a cgroup, it names no file and the supervisor attaches the child itself.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use agentbox_policy::Policy;
 use agentbox_sys::process::{self, Exit, Fork};
 use agentbox_sys::{fd, msg, signal};
 
-use crate::cgroup::{self, Cgroup, CgroupEvents, CgroupLimits};
+use crate::cgroup::{self, Cgroup, CgroupError, CgroupEvents, CgroupLimits, Entered, Hierarchy};
 use crate::launch::{ChildPurpose, ChildSpec, ExecSpec, Failure, FailureKind};
 use crate::net::{self, NetContext};
 use crate::plan;
@@ -42,6 +48,10 @@ pub const JOIN: u8 = b'j';
 /// How long the supervisor waits for an engine child to join its cgroup (it builds its root
 /// first: a few ms).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `<n>` of the next cgroup leaf `agentbox-<supervisor pid>-<n>` this process creates.
+static NEXT_LEAF: AtomicU32 = AtomicU32::new(1);
+/// How many leaf names `create_cgroup` tries past ones that exist already.
+const LEAF_NAME_TRIES: u32 = 16;
 
 /// Signals a user or a caller may send to `agentbox run`, passed on to the command.
 pub(crate) const FORWARDED: &[i32] = &[
@@ -145,10 +155,26 @@ pub(crate) fn launch(
         process::set_child_subreaper().map_err(|e| RunError::setup("subreaper", e))?;
     }
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
-    let child = match process::fork_with_namespaces(mechanisms.clone_flags) {
+    let (cgroup, entered) = match cgroup_to_be_born_in(policy, hierarchy.as_ref(), &mechanisms) {
+        Ok(made) => made,
         Err(e) => {
             let _ = signal::restore(mask);
-            return Err(RunError::setup("clone", e));
+            return Err(e);
+        }
+    };
+    let child = match process::fork_with_namespaces(mechanisms.clone_flags) {
+        Err(e) => {
+            // Inside, a pids limit of 1 leaves no room for the child (EAGAIN).
+            let step = match entered {
+                Some(_) => "clone into the sandbox's cgroup",
+                None => "clone",
+            };
+            let left = entered.map_or(Ok(()), Entered::leave);
+            let removed = cgroup.map_or(Ok(()), Cgroup::remove);
+            let _ = signal::restore(mask);
+            left.map_err(|e| RunError::setup("cgroup leave", e))?;
+            removed.map_err(|e| RunError::setup("remove cgroup", e))?;
+            return Err(RunError::setup(step, e));
         }
         Ok(Fork::Child) => {
             drop(go_write);
@@ -175,6 +201,11 @@ pub(crate) fn launch(
         }
         Ok(Fork::Parent(pid)) => pid,
     };
+    // Out of the sandbox's cgroup at once: it must not count the supervisor, nor kill it on OOM.
+    let born_inside = entered.is_some();
+    let left = entered.map_or(Ok(()), |e| {
+        e.leave().map_err(|e| RunError::setup("cgroup leave", e))
+    });
     // The supervisor keeps no copy of the child's end of a persistent sandbox's channel.
     drop(purpose);
     timing::mark("forked");
@@ -185,7 +216,7 @@ pub(crate) fn launch(
         sandbox: Sandbox {
             child,
             reaped: false,
-            cgroup: None,
+            cgroup,
             net: None,
             uid_sweep: (!mechanisms.pid_namespace && !mechanisms.cgroups && !mechanisms.engine)
                 .then_some(slot.base + policy.user),
@@ -214,10 +245,16 @@ pub(crate) fn launch(
     } else {
         Ids::Host
     };
-    let result =
+    let placement = match &hierarchy {
+        _ if born_inside => Placement::BornInside,
+        Some(hierarchy) => Placement::MoveIn(hierarchy),
+        None => Placement::Outside,
+    };
+    let result = left.and_then(|()| {
         launched
             .sandbox
-            .start(policy, ids, &opened, hierarchy.as_ref(), go_write, network);
+            .start(policy, ids, &opened, placement, go_write, network)
+    });
     drop(opened);
     match result {
         Ok(()) => {
@@ -228,6 +265,56 @@ pub(crate) fn launch(
             .finish(policy, Err(e))
             .err()
             .unwrap_or(RunError::setup("start", "failed"))),
+    }
+}
+
+/// cgroup v1, tiers other than the engines: creates the sandbox's cgroup, limits in place, and
+/// moves the supervisor into it for the fork (`Cgroup::enter`), so that the child is born inside.
+/// Where the supervisor cannot find its own cgroups to come back to, only creates it (the child is
+/// moved in after the fork, as on v2). On any other failure nothing is left.
+fn cgroup_to_be_born_in(
+    policy: &Policy,
+    hierarchy: Option<&Hierarchy>,
+    mechanisms: &tier::Mechanisms,
+) -> Result<(Option<Cgroup>, Option<Entered>), RunError> {
+    let hierarchy = match hierarchy {
+        Some(h @ Hierarchy::V1 { .. }) if !mechanisms.engine => h,
+        _ => return Ok((None, None)),
+    };
+    let cgroup = create_cgroup(hierarchy, policy)?;
+    timing::mark("cgroup created");
+    match cgroup.enter() {
+        Ok(entered) => Ok((Some(cgroup), Some(entered))),
+        Err(CgroupError::NotLocated { .. }) => Ok((Some(cgroup), None)),
+        Err(e) => {
+            let _ = cgroup.remove();
+            Err(RunError::setup("cgroup enter", e))
+        }
+    }
+}
+
+/// Creates the leaves `agentbox-<supervisor pid>-<n>` (what `gc` parses) with the policy's limits.
+/// `n` counts this process's sandboxes; a name a dead process with the same pid left behind is
+/// skipped, never reused.
+fn create_cgroup(hierarchy: &Hierarchy, policy: &Policy) -> Result<Cgroup, RunError> {
+    let limits = CgroupLimits {
+        memory: policy.limits.memory,
+        pids: policy.limits.pids,
+        cpu_millis: policy.limits.cpus.map(|c| c.0),
+    };
+    let mut tries = 0;
+    loop {
+        let n = NEXT_LEAF.fetch_add(1, Ordering::Relaxed);
+        let name = format!("agentbox-{}-{n}", std::process::id());
+        match Cgroup::create(hierarchy, &name, &limits) {
+            Err(CgroupError::CreateDir { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists
+                    && tries + 1 < LEAF_NAME_TRIES =>
+            {
+                tries += 1;
+            }
+            created => return created.map_err(|e| RunError::setup("cgroup", e)),
+        }
     }
 }
 
@@ -317,6 +404,17 @@ pub(crate) struct Sandbox {
     engine: Option<(agentbox_policy::Tier, String)>,
 }
 
+/// How the child gets into the sandbox's cgroup.
+#[derive(Clone, Copy)]
+enum Placement<'a> {
+    /// The tier uses no cgroup of agentbox's.
+    Outside,
+    /// The child was cloned inside `Sandbox::cgroup` (cgroup v1).
+    BornInside,
+    /// The child is moved into the cgroup, which `start` creates unless it exists already.
+    MoveIn(&'a Hierarchy),
+}
+
 /// How the sandbox's ids relate to the host's.
 enum Ids {
     /// The child is in a user namespace of its own, mapped to the slot starting here.
@@ -345,14 +443,14 @@ impl Sandbox {
         self.reaped
     }
 
-    /// Maps ids, releases the child to build its root, creates and attaches the cgroup meanwhile,
-    /// then lets the child go on to the command.
+    /// Maps ids, releases the child to build its root, creates and attaches the cgroup meanwhile
+    /// (unless the child was born inside), then lets the child go on to the command.
     fn start(
         &mut self,
         policy: &Policy,
         ids: Ids,
         opened: &host::Opened,
-        hierarchy: Option<&cgroup::Hierarchy>,
+        placement: Placement,
         go: OwnedFd,
         network: Option<NetStart>,
     ) -> Result<(), RunError> {
@@ -375,21 +473,14 @@ impl Sandbox {
         }
         go.write_all(&[MAPPED])
             .map_err(|e| RunError::setup("release child", e))?;
-        if let Some(hierarchy) = hierarchy {
-            let limits = CgroupLimits {
-                memory: policy.limits.memory,
-                pids: policy.limits.pids,
-                cpu_millis: policy.limits.cpus.map(|c| c.0),
-            };
-            // Unique while the sandbox lives: the supervisor's pid and the child's.
-            let name = format!("agentbox-{}-{}", std::process::id(), self.child);
-            let cgroup = Cgroup::create(hierarchy, &name, &limits)
-                .map_err(|e| RunError::setup("cgroup", e))?;
-            self.cgroup = Some(cgroup);
+        if let Placement::MoveIn(hierarchy) = placement {
+            if self.cgroup.is_none() {
+                self.cgroup = Some(create_cgroup(hierarchy, policy)?);
+            }
         }
         if self.engine.is_some() {
             self.let_engine_child_join(&mut go)?;
-        } else if let Some(cgroup) = &self.cgroup {
+        } else if let (Placement::MoveIn(_), Some(cgroup)) = (placement, &self.cgroup) {
             cgroup
                 .attach(self.child)
                 .map_err(|e| RunError::setup("cgroup attach", e))?;

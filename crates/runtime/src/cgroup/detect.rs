@@ -93,17 +93,21 @@ pub fn detect(
     )))
 }
 
-/// A cgroup or cgroup2 mount: where, and its super options (the v1 controllers, e.g. `cpu,cpuacct`).
-struct CgroupMount {
-    version: u8,
-    point: PathBuf,
-    options: Vec<String>,
+/// A cgroup or cgroup2 mount: where, the cgroup it shows at that point (`/` unless a sub-tree was
+/// mounted), and its super options (the v1 controllers, e.g. `cpu,cpuacct`).
+pub(super) struct CgroupMount {
+    pub(super) version: u8,
+    pub(super) point: PathBuf,
+    pub(super) root: PathBuf,
+    pub(super) options: Vec<String>,
 }
 
 /// `36 25 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:16 - cgroup cgroup rw,cpu,cpuacct`:
-/// the mount point is field 5; after the `-` separator come fs type, source, super options.
-fn parse_line(line: &str) -> Option<CgroupMount> {
+/// the root is field 4, the mount point field 5; after the `-` separator come fs type, source,
+/// super options.
+pub(super) fn parse_line(line: &str) -> Option<CgroupMount> {
     let fields: Vec<&str> = line.split_whitespace().collect();
+    let root = fields.get(3)?;
     let point = fields.get(4)?;
     let dash = fields.iter().skip(6).position(|f| *f == "-")? + 6;
     let version = match *fields.get(dash + 1)? {
@@ -117,6 +121,7 @@ fn parse_line(line: &str) -> Option<CgroupMount> {
     Some(CgroupMount {
         version,
         point: PathBuf::from(unescape(point)),
+        root: PathBuf::from(unescape(root)),
         options,
     })
 }

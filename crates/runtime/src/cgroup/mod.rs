@@ -7,6 +7,7 @@
 //! except to enable controllers in the v2 root's `cgroup.subtree_control`.
 
 mod detect;
+mod enter;
 mod join;
 mod v1;
 mod v2;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use detect::{detect, detect_host};
+pub use enter::Entered;
 pub use join::join_self;
 
 /// CFS period used for every CPU limit, in microseconds (the kernel's default).
@@ -139,6 +141,12 @@ pub enum CgroupError {
     RemoveDir { dir: PathBuf, source: io::Error },
     #[error("{}: not a cgroup v1 `tasks` file (a process joins a leaf by writing 0 to its `tasks`)", .0.display())]
     NotTasksFile(PathBuf),
+    #[error("{}: a cgroup v2 leaf cannot be entered for a fork (only v1 moves a thread by itself without the threadgroup lock)", .0.display())]
+    NotEnterable(PathBuf),
+    #[error("cannot find the calling process's own cgroup under {}: {reason}", root.display())]
+    NotLocated { root: PathBuf, reason: String },
+    #[error("the calling process is not back in its cgroups: {before:?} before, {now:?} now")]
+    NotBack { before: String, now: String },
     #[error("process {pid} did not join cgroup {}: {reason}", dir.display())]
     NotJoined {
         pid: i32,
@@ -510,6 +518,8 @@ fn read_keyed(path: &Path, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod enter_tests;
 #[cfg(test)]
 mod fakefs_tests;
 #[cfg(test)]
