@@ -271,21 +271,27 @@ fn create_one(
     Ok(Idle { id, policy })
 }
 
-/// Runs one throwaway command (`true`, whatever its outcome) in a new pooled sandbox, so that the
-/// guest's first process start (kernel paths TCG translates on first use, the agent's spawn
-/// path) is paid here and not by the owner's first command. It writes nothing.
+/// Runs two throwaway commands (`echo`, whatever their outcome) in a new pooled sandbox through
+/// the path a tenant's exec takes (captured output), so that the guest's first process start
+/// (kernel paths TCG translates on first use, the agent's spawn and output paths) is paid here
+/// and not by the owner's first command, as the library's pool does. They write nothing.
 fn warm_up(id: &str) {
-    let request = ExecRequest {
-        argv: vec!["true".into()],
-        env: Vec::new(),
-        cwd: Some("/".into()),
-        timeout_ms: Some(10_000),
-        tty: false,
-        tty_size: None,
-        stdin: false,
-    };
-    let _ = persistent::exec_captured(id, request, b"", 0);
+    for _ in 0..2 {
+        let request = ExecRequest {
+            argv: vec!["echo".into(), "warm".into()],
+            env: Vec::new(),
+            cwd: Some("/".into()),
+            timeout_ms: Some(10_000),
+            tty: false,
+            tty_size: None,
+            stdin: false,
+        };
+        let _ = persistent::exec_captured(id, request, b"", 64);
+    }
 }
+
+/// How long a refill waits after a claim.
+const REFILL_DELAY: Duration = Duration::from_millis(300);
 
 /// Keeps one pool at its size until the server stops.
 async fn keep_full(index: usize, pool: Arc<Pool>, agentbox: PathBuf, stopping: Arc<AtomicBool>) {
@@ -296,6 +302,9 @@ async fn keep_full(index: usize, pool: Arc<Pool>, agentbox: PathBuf, stopping: A
         }
         if pool.idle().len() >= pool.config.size as usize {
             pool.wake.notified().await;
+            // A claim woke us: let the claimant's first commands run before a boot competes
+            // with them for the CPUs (a TCG boot takes a whole one for half a second).
+            tokio::time::sleep(REFILL_DELAY).await;
             continue;
         }
         let (config, tenant, binary) = (pool.config.clone(), pool.tenant.clone(), agentbox.clone());
