@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::busybox::{busybox_root, live_qemu_pids, new_qemus};
+use common::busybox::{live_qemu_pids, VmTest};
 use common::*;
 
 fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
@@ -22,12 +22,8 @@ fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
 
 #[test]
 fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
-    let _guard = serial();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("root");
-    busybox_root(&image);
-    let before = host_state();
-    let qemu_before = live_qemu_pids();
+    let t = VmTest::new();
+    let image = t.image.clone();
 
     // Its own kernel: agentbox's guest build, not the host's.
     let out = ok(vm(&image, &[], &["uname", "-r"]));
@@ -173,23 +169,15 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     assert_eq!(o.status.code(), Some(123));
     assert!(stderr(&o).contains("image"), "{}", stderr(&o));
 
-    assert_nothing_left(&before);
-    assert_eq!(new_qemus(&qemu_before), Vec::<u32>::new(), "a QEMU is left");
-    let vms = fs::read_dir("/run/agentbox/vms")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+    t.assert_nothing_left();
 }
 
 #[test]
 fn microvm_plus_ns_runs_the_command_in_the_ns_tier_inside_the_guest() {
-    let _guard = serial();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("root");
-    busybox_root(&image);
-    let before = host_state();
-    let qemu_before = live_qemu_pids();
-    let record = work.path().join("record.json");
+    let t = VmTest::new();
+    let image = t.image.clone();
+    let work = t.work.path();
+    let record = work.join("record.json");
     // The fields plain microvm refuses (pids, nofile) are the inner ns tier's to enforce.
     let o = run(&[
         "--tier",
@@ -232,8 +220,7 @@ fn microvm_plus_ns_runs_the_command_in_the_ns_tier_inside_the_guest() {
     let o = vm_layered(&image, &["--timeout", "2s"], "sleep 60");
     assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
 
-    assert_nothing_left(&before);
-    assert_eq!(new_qemus(&qemu_before), Vec::<u32>::new(), "a QEMU is left");
+    t.assert_nothing_left();
 }
 
 fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
@@ -245,12 +232,8 @@ fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
 
 #[test]
 fn a_killed_agentbox_takes_its_vm_along_and_gc_reclaims_the_rest() {
-    let _guard = serial();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("root");
-    busybox_root(&image);
-    let before = host_state();
-    let qemu_before = live_qemu_pids();
+    let t = VmTest::new();
+    let image = t.image.clone();
     let mut child = agentbox(&[
         "run",
         "--tier",
@@ -265,7 +248,7 @@ fn a_killed_agentbox_takes_its_vm_along_and_gc_reclaims_the_rest() {
     .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let ours = loop {
-        let new = new_qemus(&qemu_before);
+        let new = t.new_qemus();
         if !new.is_empty() {
             break new;
         }
@@ -286,9 +269,5 @@ fn a_killed_agentbox_takes_its_vm_along_and_gc_reclaims_the_rest() {
     // Its cgroup, uid slot and state directory are gc's to reclaim.
     let out = ok(agentbox(&["gc"]).output().unwrap());
     assert!(out.contains("microVM state vm-"), "{out}");
-    assert_nothing_left(&before);
-    let vms = fs::read_dir("/run/agentbox/vms")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+    t.assert_nothing_left();
 }

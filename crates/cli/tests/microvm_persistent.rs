@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::busybox::{busybox_root, live_qemu_pids, new_qemus};
+use common::busybox::VmTest;
 use common::*;
 
 fn exec(name: &str, command: &[&str]) -> std::process::Output {
@@ -19,12 +19,9 @@ fn exec(name: &str, command: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
-    let _guard = serial();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("root");
-    busybox_root(&image);
-    let before = host_state();
-    let qemu_before = live_qemu_pids();
+    let t = VmTest::new();
+    let image = t.image.clone();
+    let work = t.work.path();
     let name = "vm-persistent-test";
     let id = ok(agentbox(&[
         "create",
@@ -47,7 +44,7 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
             .any(|l| l.contains(name) && l.contains("microvm")),
         "{listed}"
     );
-    assert_eq!(new_qemus(&qemu_before).len(), 1);
+    assert_eq!(t.new_qemus().len(), 1);
 
     // The guest's own kernel; state lives on between commands; exit codes pass through.
     let out = ok(exec(name, &["uname", "-r"]));
@@ -102,7 +99,7 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
     assert_eq!(ok(exec(name, &["echo", "alive"])), "alive\n");
 
     // Files in and out through the agent; the image never changes.
-    let host_file = work.path().join("in.txt");
+    let host_file = work.join("in.txt");
     fs::write(&host_file, "from the host\n").unwrap();
     let target = format!("{name}:/tmp/in.txt");
     ok(agentbox(&["cp", host_file.to_str().unwrap(), &target])
@@ -110,7 +107,7 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
         .unwrap());
     assert_eq!(ok(exec(name, &["cat", "/tmp/in.txt"])), "from the host\n");
     ok(exec(name, &["sh", "-c", "echo guest > /etc/marker"]));
-    let back = work.path().join("out.txt");
+    let back = work.join("out.txt");
     ok(
         agentbox(&["cp", &format!("{name}:/etc/marker"), back.to_str().unwrap()])
             .output()
@@ -123,19 +120,15 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
         "a guest write reached the image"
     );
     // A missing guest file is bad input and leaves no host file; a tree is refused by name.
-    let missing = work.path().join("missing.txt");
+    let missing = work.join("missing.txt");
     let o = agentbox(&["cp", &format!("{name}:/no/such"), missing.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(!missing.exists());
-    let o = agentbox(&[
-        "cp",
-        work.path().to_str().unwrap(),
-        &format!("{name}:/tmp/x"),
-    ])
-    .output()
-    .unwrap();
+    let o = agentbox(&["cp", work.to_str().unwrap(), &format!("{name}:/tmp/x")])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(123), "{}", stderr(&o));
     assert!(stderr(&o).contains("files"), "{}", stderr(&o));
     // A terminal is refused, not faked.
@@ -146,18 +139,13 @@ fn a_persistent_microvm_runs_commands_moves_files_and_goes_without_a_trace() {
 
     ok(agentbox(&["rm", name]).output().unwrap());
     assert!(!ok(agentbox(&["ls"]).output().unwrap()).contains(name));
-    assert_eq!(new_qemus(&qemu_before), Vec::<u32>::new(), "a QEMU is left");
-    assert_nothing_left(&before);
+    t.assert_nothing_left();
 }
 
 #[test]
 fn a_killed_qemu_fails_the_running_command_and_the_sandbox_goes() {
-    let _guard = serial();
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("root");
-    busybox_root(&image);
-    let before = host_state();
-    let qemu_before = live_qemu_pids();
+    let t = VmTest::new();
+    let image = t.image.clone();
     let name = "vm-killed-test";
     ok(agentbox(&[
         "create",
@@ -170,7 +158,7 @@ fn a_killed_qemu_fails_the_running_command_and_the_sandbox_goes() {
     ])
     .output()
     .unwrap());
-    let ours = new_qemus(&qemu_before);
+    let ours = t.new_qemus();
     assert_eq!(ours.len(), 1);
     let running = agentbox(&["exec", name, "--", "sleep", "60"])
         .stderr(Stdio::piped())
@@ -190,9 +178,5 @@ fn a_killed_qemu_fails_the_running_command_and_the_sandbox_goes() {
         assert!(std::time::Instant::now() < deadline, "the sandbox stayed");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_nothing_left(&before);
-    let vms = fs::read_dir("/run/agentbox/vms")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+    t.assert_nothing_left();
 }

@@ -40,3 +40,49 @@ pub fn new_qemus(before: &[u32]) -> Vec<u32> {
         .filter(|p| !before.contains(p))
         .collect()
 }
+
+/// One microVM test's set-up and final check: the serial lock, a busybox image in a temp dir,
+/// and what the host held before (to prove nothing is left: host state, QEMUs, VM state dirs).
+pub struct VmTest {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    pub work: tempfile::TempDir,
+    pub image: std::path::PathBuf,
+    before: super::HostState,
+    qemu_before: Vec<u32>,
+}
+
+impl VmTest {
+    pub fn new() -> VmTest {
+        let serial = super::serial();
+        let work = tempfile::tempdir().unwrap();
+        let image = work.path().join("root");
+        busybox_root(&image);
+        VmTest {
+            _serial: serial,
+            work,
+            image,
+            before: super::host_state(),
+            qemu_before: live_qemu_pids(),
+        }
+    }
+
+    pub fn image(&self) -> &str {
+        self.image.to_str().unwrap()
+    }
+
+    /// The QEMUs started since `new`.
+    pub fn new_qemus(&self) -> Vec<u32> {
+        new_qemus(&self.qemu_before)
+    }
+
+    /// Nothing of the test's VMs is left: no QEMU, no VM state directory, nothing of
+    /// [`super::assert_nothing_left`].
+    pub fn assert_nothing_left(&self) {
+        assert_eq!(self.new_qemus(), Vec::<u32>::new(), "a QEMU is left");
+        super::assert_nothing_left(&self.before);
+        let vms = std::fs::read_dir("/run/agentbox/vms")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(vms, 0, "VM state left in /run/agentbox/vms");
+    }
+}
