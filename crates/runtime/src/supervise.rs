@@ -107,6 +107,8 @@ pub(crate) fn launch(
 ) -> Result<Launched, RunError> {
     let started = Instant::now();
     timing::init();
+    // A threaded caller is refused before anything (slot, cgroup) exists.
+    process::require_single_thread().map_err(|e| RunError::setup("clone", e))?;
     tier::check_enforceable(policy)?;
     net::precheck(policy)?;
     let mechanisms = tier::mechanisms(policy.tier).ok_or_else(|| RunError::Unenforceable {

@@ -40,6 +40,20 @@ fn thread_count() -> Result<usize, SysError> {
         .ok_or_else(|| SysError::new("parse", "/proc/self/stat", libc::EINVAL))
 }
 
+/// Refuses, as [`fork_with_namespaces`] would, when this process has more than one thread: for
+/// callers that check before they create anything a failed fork would have to undo.
+pub fn require_single_thread() -> Result<(), SysError> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(SysError::new(
+            "fork",
+            format!("from a process with {threads} threads"),
+            libc::EDEADLK,
+        ));
+    }
+    Ok(())
+}
+
 /// Forks, optionally into new namespaces (`flags` from [`ns`]). Refuses to run in a multi-threaded
 /// process: the child of a threaded fork may inherit locks held by threads that do not exist in it.
 pub fn fork_with_namespaces(flags: u64) -> Result<Fork, SysError> {
