@@ -132,10 +132,12 @@ pub(crate) fn launch(
     let opened = host::open_sources(policy)?;
     let mount_plan = plan::plan(policy, &layout, &opened.is_dir, mechanisms.flavour);
     // Probe the cgroup hierarchy before anything exists, so a host without one fails cleanly.
-    let hierarchy = if mechanisms.cgroups {
-        Some(cgroup::detect_host().map_err(|e| RunError::setup("cgroups", e))?)
+    let (hierarchy, mountinfo) = if mechanisms.cgroups {
+        let (h, mounts) =
+            cgroup::detect_host_with_mounts().map_err(|e| RunError::setup("cgroups", e))?;
+        (Some(h), mounts)
     } else {
-        None
+        (None, String::new())
     };
     std::fs::create_dir_all(crate::build::STAGE)
         .map_err(|e| RunError::setup(format!("mkdir {}", crate::build::STAGE), e))?;
@@ -157,7 +159,7 @@ pub(crate) fn launch(
         process::set_child_subreaper().map_err(|e| RunError::setup("subreaper", e))?;
     }
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
-    let (cgroup, entered) = match cgroup_to_be_born_in(policy, hierarchy.as_ref(), &mechanisms) {
+    let (cgroup, entered) = match cgroup_to_be_born_in(policy, hierarchy.as_ref(), &mountinfo, &mechanisms) {
         Ok(made) => made,
         Err(e) => {
             let _ = signal::restore(mask);
@@ -277,6 +279,7 @@ pub(crate) fn launch(
 fn cgroup_to_be_born_in(
     policy: &Policy,
     hierarchy: Option<&Hierarchy>,
+    mountinfo: &str,
     mechanisms: &tier::Mechanisms,
 ) -> Result<(Option<Cgroup>, Option<Entered>), RunError> {
     let hierarchy = match hierarchy {
@@ -285,7 +288,7 @@ fn cgroup_to_be_born_in(
     };
     let cgroup = create_cgroup(hierarchy, policy)?;
     timing::mark("cgroup created");
-    match cgroup.enter() {
+    match cgroup.enter(mountinfo) {
         Ok(entered) => Ok((Some(cgroup), Some(entered))),
         Err(CgroupError::NotLocated { .. }) => Ok((Some(cgroup), None)),
         Err(e) => {

@@ -10,14 +10,21 @@ const V2_REQUIRED: [&str; 2] = ["memory", "pids"];
 
 /// Reads `/proc/self/mountinfo` and, for each cgroup2 candidate, its `cgroup.controllers`.
 pub fn detect_host() -> Result<Hierarchy, CgroupError> {
+    detect_host_with_mounts().map(|(hierarchy, _)| hierarchy)
+}
+
+/// [`detect_host`], also returning the mountinfo text it read (what `Cgroup::enter` needs too:
+/// a sandbox start reads it once).
+pub fn detect_host_with_mounts() -> Result<(Hierarchy, String), CgroupError> {
     let path = Path::new("/proc/self/mountinfo");
     let mountinfo = std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    detect(&mountinfo, &|root| {
+    let hierarchy = detect(&mountinfo, &|root| {
         std::fs::read_to_string(root.join("cgroup.controllers")).ok()
-    })
+    })?;
+    Ok((hierarchy, mountinfo))
 }
 
 /// Pure: picks the hierarchy from the text of a mountinfo file. v1 wins when its `memory`

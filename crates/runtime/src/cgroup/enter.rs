@@ -20,7 +20,6 @@ use super::{write_file, Cgroup, CgroupError, CgroupFs, Version};
 
 const TASKS: &str = "tasks";
 const SELF_CGROUP: &str = "/proc/thread-self/cgroup";
-const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// Where the calling thread was before `Cgroup::enter`, to go back to with `leave`, right after
 /// the fork: until then the caller is counted in the sandbox's memory and pids.
@@ -41,15 +40,14 @@ impl Cgroup {
     /// that cgroup must have a `tasks` file. The caller must be single-threaded if what it forks
     /// is to be the only new member. On failure the thread is back where it was (or, if that was
     /// refused, in the hierarchy's root), never in a leaf.
-    pub fn enter(&self) -> Result<Entered, CgroupError> {
-        let read = |path: &str| {
-            read_proc(path).map_err(|source| CgroupError::Read {
-                path: path.into(),
-                source,
-            })
-        };
-        let before = read(SELF_CGROUP)?;
-        self.enter_from(&read(MOUNTINFO)?, before)
+    /// `mountinfo` is the text of `/proc/self/mountinfo` the hierarchy was detected from
+    /// (`detect_host_with_mounts`).
+    pub fn enter(&self, mountinfo: &str) -> Result<Entered, CgroupError> {
+        let before = read_proc(SELF_CGROUP).map_err(|source| CgroupError::Read {
+            path: SELF_CGROUP.into(),
+            source,
+        })?;
+        self.enter_from(mountinfo, before)
     }
 
     /// `enter`, given the text of the caller's mountinfo and of its `/proc/thread-self/cgroup`.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use detect::{detect, detect_host};
+pub use detect::{detect, detect_host, detect_host_with_mounts};
 pub use enter::Entered;
 pub use join::join_self;
 
