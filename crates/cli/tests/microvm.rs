@@ -20,6 +20,20 @@ fn vm(image: &Path, flags: &[&str], command: &[&str]) -> Output {
     run(&args)
 }
 
+/// `agentbox run --tier microvm --image IMAGE -- COMMAND`, to spawn (stdin closed unless set).
+fn vm_command(image: &Path, command: &[&str]) -> std::process::Command {
+    let mut args = vec![
+        "run",
+        "--tier",
+        "microvm",
+        "--image",
+        image.to_str().unwrap(),
+        "--",
+    ];
+    args.extend_from_slice(command);
+    agentbox(&args)
+}
+
 #[test]
 fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     let t = VmTest::new();
@@ -56,19 +70,11 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
         "from the image\n",
         "a guest write reached the image"
     );
-    let mut child = agentbox(&[
-        "run",
-        "--tier",
-        "microvm",
-        "--image",
-        image.to_str().unwrap(),
-        "--",
-        "cat",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = vm_command(&image, &["cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"through stdin\n").unwrap();
     drop(child.stdin.take());
     let o = child.wait_with_output().unwrap();
@@ -76,20 +82,11 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
 
     // A stdin that never closes does not hold the run once the command ended (it is read only
     // while the command runs).
-    let mut held = agentbox(&[
-        "run",
-        "--tier",
-        "microvm",
-        "--image",
-        image.to_str().unwrap(),
-        "--",
-        "echo",
-        "done",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut held = vm_command(&image, &["echo", "done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let _open_stdin = held.stdin.take();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while held.try_wait().unwrap().is_none() {
@@ -103,18 +100,7 @@ fn a_command_runs_on_the_guest_kernel_with_the_policy_and_nothing_is_left() {
     assert_eq!(stdout(&o), "done\n");
     // A SIGTERM to agentbox reaches the command in the guest (128 + 15), even one sent during
     // the boot, and the VM is cleaned up as after any run.
-    let mut child = agentbox(&[
-        "run",
-        "--tier",
-        "microvm",
-        "--image",
-        image.to_str().unwrap(),
-        "--",
-        "sleep",
-        "60",
-    ])
-    .spawn()
-    .unwrap();
+    let mut child = vm_command(&image, &["sleep", "60"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -234,18 +220,7 @@ fn vm_layered(image: &Path, flags: &[&str], script: &str) -> Output {
 fn a_killed_agentbox_takes_its_vm_along_and_gc_reclaims_the_rest() {
     let t = VmTest::new();
     let image = t.image.clone();
-    let mut child = agentbox(&[
-        "run",
-        "--tier",
-        "microvm",
-        "--image",
-        image.to_str().unwrap(),
-        "--",
-        "sleep",
-        "60",
-    ])
-    .spawn()
-    .unwrap();
+    let mut child = vm_command(&image, &["sleep", "60"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let ours = loop {
         let new = t.new_qemus();
