@@ -159,13 +159,14 @@ pub(crate) fn launch(
         process::set_child_subreaper().map_err(|e| RunError::setup("subreaper", e))?;
     }
     let mask = signal::block_all().map_err(|e| RunError::setup("block signals", e))?;
-    let (cgroup, entered) = match cgroup_to_be_born_in(policy, hierarchy.as_ref(), &mountinfo, &mechanisms) {
-        Ok(made) => made,
-        Err(e) => {
-            let _ = signal::restore(mask);
-            return Err(e);
-        }
-    };
+    let (cgroup, entered) =
+        match cgroup_to_be_born_in(policy, hierarchy.as_ref(), &mountinfo, &mechanisms) {
+            Ok(made) => made,
+            Err(e) => {
+                let _ = signal::restore(mask);
+                return Err(e);
+            }
+        };
     let child = match process::fork_with_namespaces(mechanisms.clone_flags) {
         Err(e) => {
             // Inside, a pids limit of 1 leaves no room for the child (EAGAIN).
