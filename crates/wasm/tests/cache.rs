@@ -21,7 +21,12 @@ fn artifacts(dir: &Path) -> Vec<(PathBuf, u64)> {
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
+            // wasmtime's bookkeeping renames its work files while we list (seen in CI): a file
+            // gone between the listing and its stat was one of those, not compiled code.
+            let meta = match entry.metadata() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.unwrap(),
+            };
             let path = entry.path();
             if meta.is_dir() {
                 pending.push(path);
