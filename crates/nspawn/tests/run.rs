@@ -76,7 +76,8 @@ fn fixture(argv: &[&str]) -> Fixture {
         cwd: PathBuf::from("/"),
         uid: 0,
         uid_range: Some((
-            0x1000_0000 + (pid % 256) * 0x100_0000 + n * 0x1_0000,
+            // 192 pid buckets of 256 ranges each stay below 0xd000_0000.
+            0x1000_0000 + (pid % 192) * 0x100_0000 + (n % 256) * 0x1_0000,
             65_536,
         )),
         hostname: "sandbox".to_string(),
