@@ -211,14 +211,18 @@ fn gc() -> i32 {
             for vm in &r.vms {
                 println!("removed microVM state {vm}");
             }
+            for name in &r.containers {
+                println!("removed engine container {name}");
+            }
             println!(
-                "reclaimed {} sandbox(es), {} cgroup(s), {} uid slot(s), {} network(s) and {} \
-                 microVM(s)",
+                "reclaimed {} sandbox(es), {} cgroup(s), {} uid slot(s), {} network(s), {} \
+                 microVM(s) and {} engine container(s)",
                 r.sandboxes.len(),
                 r.cgroups.len(),
                 r.slots,
                 r.networks.len(),
-                r.vms.len()
+                r.vms.len(),
+                r.containers.len()
             );
             0
         }

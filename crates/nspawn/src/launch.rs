@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agentbox_oci::wait::{ChildWait, Disposition, Waited};
 use agentbox_oci::{EngineError, Outcome, Sandbox};
 
 use crate::command::{args, Launch};
@@ -121,29 +122,48 @@ fn prepare_root(sandbox: &Sandbox) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Waits for nspawn (a pidfd: its exit is seen at once), passing forwarded signals on to the
+/// payload and killing the container at the timeout or when the supervisor dies.
+///
+/// A forwarded signal goes to the payload itself, PID 2 of the container (`--as-pid2`), where it
+/// has its usual effect, as on the `ns` tier. (Sent to nspawn, a SIGTERM would make it kill the
+/// whole container and exit 1, printing "Trying to halt container".) A payload that dies of a
+/// signal it did not catch is reported by nspawn's stub init as 255: with such a signal
+/// forwarded, 255 is reported as that signal.
 fn wait(child: &mut Child, timeout: Option<Duration>) -> Result<Outcome, EngineError> {
-    let waited = |e| EngineError::Setup {
-        step: format!("waiting for {BINARY}"),
-        message: format!("{e}"),
-    };
-    let Some(timeout) = timeout else {
-        return Ok(outcome(child.wait().map_err(waited)?, false));
-    };
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
+    let waiter = ChildWait::new(child)?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut fatal_signal = None;
     loop {
-        if let Some(status) = child.try_wait().map_err(waited)? {
-            return Ok(outcome(status, false));
+        match waiter.next(child, deadline)? {
+            Waited::Exited(status) => {
+                let mut out = outcome(status, false);
+                if let (Some(signo), Some(255)) = (fatal_signal, out.code) {
+                    out.code = None;
+                    out.signal = Some(signo);
+                }
+                return Ok(out);
+            }
+            Waited::Signal(signo) => {
+                let Ok(nspawn) = i32::try_from(child.id()) else {
+                    continue;
+                };
+                let Some(payload) = payload_of(nspawn) else {
+                    continue;
+                };
+                if agentbox_oci::wait::disposition(payload, signo) == Some(Disposition::Default) {
+                    fatal_signal = Some(signo);
+                }
+                let _ = agentbox_sys::process::kill(payload, signo);
+            }
+            Waited::Deadline | Waited::ParentDied => break,
         }
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
     kill_container(child);
-    let status = child.wait().map_err(waited)?;
+    let status = child.wait().map_err(|e| EngineError::Setup {
+        step: format!("waiting for {BINARY}"),
+        message: format!("{e}"),
+    })?;
     let mut out = outcome(status, true);
     out.code = None;
     out.signal = Some(libc::SIGKILL);
@@ -162,13 +182,12 @@ fn kill_container(child: &mut Child) {
         let _ = agentbox_sys::process::kill(pid, libc::SIGKILL);
     }
     let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let exited = ChildWait::exit_only(child)
+        .and_then(|w| w.next(child, Some(deadline)))
+        .is_ok_and(|w| matches!(w, Waited::Exited(_)));
+    if !exited {
+        let _ = child.kill();
     }
-    let _ = child.kill();
 }
 
 fn outcome(status: std::process::ExitStatus, timed_out: bool) -> Outcome {
@@ -183,6 +202,22 @@ fn outcome(status: std::process::ExitStatus, timed_out: bool) -> Outcome {
 /// Processes whose parent is `pid` (from `/proc/*/stat`).
 fn children_of(pid: i32) -> Vec<i32> {
     processes().filter(|&p| parent_of(p) == Some(pid)).collect()
+}
+
+/// The payload of the container nspawn runs: PID 2 of its PID namespace, a child of nspawn's stub
+/// init, itself nspawn's child.
+fn payload_of(nspawn: i32) -> Option<i32> {
+    children_of(nspawn)
+        .into_iter()
+        .flat_map(children_of)
+        .find(|&pid| innermost_pid(pid) == Some(2))
+}
+
+/// A process's pid in its own PID namespace (the last `NSpid:` field).
+fn innermost_pid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 fn processes() -> impl Iterator<Item = i32> {

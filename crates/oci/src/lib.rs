@@ -16,6 +16,7 @@ mod process;
 pub mod run;
 pub mod runtimes;
 pub mod seccomp;
+pub mod wait;
 
 pub use desc::{Bind, ExecProcess, Limits, Sandbox, Tmpfs};
 pub use engine::{Availability, EngineError, Outcome};

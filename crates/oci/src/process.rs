@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::wait::{ChildWait, Waited};
 use crate::EngineError;
 
 /// What a helper command printed and how it ended (`None`: killed at the timeout).
@@ -57,37 +58,24 @@ pub(crate) fn capture(cmd: &mut Command, timeout: Duration) -> Result<Captured, 
     })
 }
 
-/// Waits for `child` up to `timeout`; kills it (SIGKILL) and reaps it after that.
+/// Waits for `child` up to `timeout`; kills it (SIGKILL) and reaps it after that. Takes no
+/// signal: those pending stay for the caller's own wait (`engine::serve` reaps on SIGCHLD).
 pub(crate) fn wait_with_timeout(
     child: &mut std::process::Child,
     timeout: Duration,
 ) -> Result<Option<ExitStatus>, EngineError> {
-    let start = Instant::now();
+    let deadline = Instant::now() + timeout;
+    let wait = ChildWait::exit_only(child)?;
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) if start.elapsed() >= timeout => {
+        match wait.next(child, Some(deadline))? {
+            Waited::Exited(status) => return Ok(Some(status)),
+            Waited::Deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Ok(None);
             }
-            Ok(None) => std::thread::sleep(poll_interval(start.elapsed())),
-            Err(e) => {
-                return Err(EngineError::Setup {
-                    step: "waiting for the runtime".into(),
-                    message: e.to_string(),
-                })
-            }
+            Waited::Signal(_) | Waited::ParentDied => {}
         }
-    }
-}
-
-/// Short sleeps first (most helper commands end within milliseconds), then 20 ms.
-pub(crate) fn poll_interval(elapsed: Duration) -> Duration {
-    if elapsed < Duration::from_millis(50) {
-        Duration::from_millis(2)
-    } else {
-        Duration::from_millis(20)
     }
 }
 

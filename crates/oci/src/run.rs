@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use agentbox_policy::{NetMode, Policy};
 
-use crate::process::{capture, kill_mentioning, poll_interval, wait_with_timeout};
+use crate::process::{capture, kill_mentioning, wait_with_timeout};
 use crate::runtimes::Runtime;
+use crate::wait::{self, ChildWait, Disposition, Waited};
 use crate::{bundle, cgroups, EngineError, ExecProcess, Outcome, Sandbox};
 
 /// Where the runtimes keep their state and agentbox its exec process files.
@@ -86,8 +87,15 @@ fn run_container(
     let root = runtime_root(runtime);
     std::fs::create_dir_all(&root).map_err(io_error(&root))?;
     let _ = std::fs::remove_file(log);
+    let pid_file = bundle.join("init.pid");
+    let _ = std::fs::remove_file(&pid_file);
     let mut cmd = runtime.command(&root, log);
-    cmd.arg("run").arg("--bundle").arg(bundle).arg(&sandbox.id);
+    cmd.arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&sandbox.id);
     let starting = cgroups::parent_lock();
     if let Some(lock) = &starting {
         let _ = lock.lock_shared();
@@ -96,13 +104,9 @@ fn run_container(
         engine: runtime.name(),
         reason: e.to_string(),
     })?;
-    let status = match sandbox.limits.timeout {
-        Some(limit) => wait_with_timeout_or_kill(&mut child, limit, &sandbox.id, runtime)?,
-        None => Some(child.wait().map_err(|e| EngineError::Setup {
-            step: format!("waiting for {}", runtime.name()),
-            message: e.to_string(),
-        })?),
-    };
+    let ended = wait_container(&mut child, sandbox, runtime, &pid_file);
+    let _ = std::fs::remove_file(&pid_file);
+    let (status, ended_by) = ended?;
     let oom = cgroups::oom_killed(&sandbox.id);
     let Some(status) = status else {
         return Ok(Outcome {
@@ -113,6 +117,16 @@ fn run_container(
         });
     };
     use std::os::unix::process::ExitStatusExt;
+    if let Some(EndedBy::Signal(signo)) = ended_by {
+        // Killed on behalf of a forwarded signal the command does not handle: it ends as it
+        // would have, had it not been its PID namespace's init (see `deliver`).
+        return Ok(Outcome {
+            code: None,
+            signal: Some(signo),
+            timed_out: false,
+            oom,
+        });
+    }
     if let Some(signal) = status.signal() {
         return Ok(Outcome {
             code: None,
@@ -137,31 +151,107 @@ fn run_container(
     })
 }
 
-/// Waits up to `limit`; past it kills the container (then the runtime client) and returns None.
-fn wait_with_timeout_or_kill(
+/// Why agentbox ended a container before its command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndedBy {
+    /// The wall-clock limit, or the supervisor's death: the outcome is a timeout.
+    Kill,
+    /// A forwarded signal the command's init does not handle.
+    Signal(i32),
+}
+
+/// How long the runtime client may take to exit once its container is killed.
+const CLIENT_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for the runtime client, passing forwarded signals on to the command and killing the
+/// container at the deadline or when the supervisor dies. `None` status: ended by the deadline
+/// (or the supervisor's death).
+fn wait_container(
     child: &mut std::process::Child,
-    limit: Duration,
-    id: &str,
+    sandbox: &Sandbox,
     runtime: &Runtime,
-) -> Result<Option<std::process::ExitStatus>, EngineError> {
-    let start = Instant::now();
+    pid_file: &Path,
+) -> Result<(Option<std::process::ExitStatus>, Option<EndedBy>), EngineError> {
+    let wait = ChildWait::new(child)?;
+    let mut deadline = sandbox.limits.timeout.map(|t| Instant::now() + t);
+    let mut ended_by = None;
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) if start.elapsed() >= limit => break,
-            Ok(None) => std::thread::sleep(poll_interval(start.elapsed())),
-            Err(e) => {
-                return Err(EngineError::Setup {
-                    step: format!("waiting for {}", runtime.name()),
-                    message: e.to_string(),
+        match wait.next(child, deadline)? {
+            Waited::Exited(status) => {
+                return Ok(match ended_by {
+                    Some(EndedBy::Kill) => (None, ended_by),
+                    _ => (Some(status), ended_by),
                 })
+            }
+            Waited::Deadline if ended_by == Some(EndedBy::Kill) => {
+                // The client did not exit after its container was killed: kill it too.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok((None, ended_by));
+            }
+            Waited::Deadline | Waited::ParentDied => {
+                let _ = kill(&sandbox.id, runtime, 9);
+                ended_by = Some(EndedBy::Kill);
+                deadline = Some(Instant::now() + CLIENT_GRACE);
+            }
+            Waited::Signal(signo) => {
+                if deliver(signo, &sandbox.id, child, runtime, pid_file) && ended_by.is_none() {
+                    ended_by = Some(EndedBy::Signal(signo));
+                }
             }
         }
     }
-    let _ = kill(id, runtime, 9);
-    // The client exits once the container's init is gone; if it does not, it is killed too.
-    let _ = wait_with_timeout(child, Duration::from_secs(5))?;
-    Ok(None)
+}
+
+/// Passes a forwarded signal on to the command. runc and crun run it as the init of its PID
+/// namespace, to which the kernel delivers only the signals it has a handler for: a SIGTERM the
+/// command does not catch would be dropped, where on the `ns` tier (whose init is agentbox's) it
+/// ends the command. So the init's disposition is read: a caught signal is sent to it, an ignored
+/// one is dropped, and one left at its default (which, for the forwarded signals, terminates) is
+/// carried out with SIGKILL; returns true then. Under runsc the sentry delivers it with the usual
+/// effect (`runsc kill ID SIGNAL`; its `run` client, sent a signal, would kill the container
+/// instead of passing it on). Nothing is sent when the init cannot be identified.
+fn deliver(
+    signo: i32,
+    id: &str,
+    child: &std::process::Child,
+    runtime: &Runtime,
+    pid_file: &Path,
+) -> bool {
+    let client = child.id() as i32;
+    if matches!(runtime, Runtime::Runsc { .. }) {
+        let _ = send_signal(id, runtime, signo, false);
+        return false;
+    }
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 1)
+    else {
+        return false;
+    };
+    // The init is the client's child while the client runs (it reaps it before it exits), which
+    // also rules out a recycled pid.
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let parent = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if parent != Some(client) {
+        return false;
+    }
+    match wait::disposition_in(&status, signo) {
+        Disposition::Caught => {
+            let _ = agentbox_sys::process::kill(pid, signo);
+            false
+        }
+        Disposition::Ignored => false,
+        Disposition::Default => {
+            agentbox_sys::process::kill(pid, agentbox_sys::signal::SIGKILL).is_ok()
+        }
+    }
 }
 
 /// The runtime's own error, from its JSON log (`{"level":"error","msg":...}` lines).
@@ -410,10 +500,19 @@ fn exec_process_file(dir: &Path, exec: &ExecProcess) -> Result<PathBuf, EngineEr
 
 /// Sends `signal` to every process of container `id`.
 pub fn kill(id: &str, runtime: &Runtime, signal: i32) -> Result<(), EngineError> {
+    send_signal(id, runtime, signal, true)
+}
+
+/// `RUNTIME kill [--all] ID SIGNAL`: to every process of the container, or to its init only.
+fn send_signal(id: &str, runtime: &Runtime, signal: i32, all: bool) -> Result<(), EngineError> {
     let root = runtime_root(runtime);
     let log = std::env::temp_dir().join(format!("agentbox-oci-kill-{id}.log"));
     let mut cmd = runtime.command(&root, &log);
-    cmd.args(["kill", "--all"]).arg(id).arg(signal.to_string());
+    cmd.arg("kill");
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.arg(id).arg(signal.to_string());
     let out = capture(&mut cmd, HELPER_TIMEOUT);
     let _ = std::fs::remove_file(&log);
     let out = out?;
@@ -479,11 +578,11 @@ fn cleanup(id: &str, runtime: &Runtime) -> Result<(), EngineError> {
     let runsc = matches!(runtime, Runtime::Runsc { .. });
     let processes = if runsc { kill_mentioning(id) } else { 0 };
     if !state.is_empty() && (!runsc || processes > 0) {
-        let log = std::env::temp_dir().join(format!("agentbox-oci-delete-{id}.log"));
-        let mut cmd = runtime.command(&root, &log);
+        // Its log is not read; and a log file by path was seen to be re-created after its
+        // removal (by a process of the runtime still exiting).
+        let mut cmd = runtime.command(&root, Path::new("/dev/null"));
         cmd.arg("delete").arg("--force").arg(id);
         let _ = capture(&mut cmd, HELPER_TIMEOUT);
-        let _ = std::fs::remove_file(&log);
     }
     for path in &state {
         let _ = std::fs::remove_dir_all(path);

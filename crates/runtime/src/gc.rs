@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use agentbox_policy::Tier;
 use agentbox_sys::{process, signal};
 
 use crate::cgroup::{self, Hierarchy};
@@ -20,6 +21,8 @@ pub struct Reclaimed {
     pub networks: Vec<String>,
     /// State directories of microVMs whose owner died.
     pub vms: Vec<String>,
+    /// Engine containers (runc, crun, runsc, Docker) of uid slots nobody holds.
+    pub containers: Vec<String>,
 }
 
 /// Reclaims failed persistent sandboxes, removes the cgroup leaves of dead supervisors and frees
@@ -34,19 +37,8 @@ pub fn collect() -> Result<Reclaimed, RunError> {
             reclaimed.sandboxes.push(state.id);
         }
     }
-    reclaimed.slots = crate::uidmap::free_stale_slots();
-    reclaimed.networks = crate::net::collect_orphans(&crate::uidmap::slot_held);
-    // The state directories (overlay, sockets, logs) of microVMs whose owner died.
-    if let Ok(entries) = std::fs::read_dir(agentbox_microvm::vm::DEFAULT_RUN_DIR) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let slot = name.strip_prefix("vm-").and_then(|n| n.parse().ok());
-            if slot.is_some_and(|s| !crate::uidmap::slot_held(s)) {
-                let _ = std::fs::remove_dir_all(entry.path());
-                reclaimed.vms.push(name);
-            }
-        }
-    }
+    // Dead supervisors' cgroups first: an engine left running in one (nspawn) holds processes
+    // of a uid range that is freed below only once none is left.
     let roots = match cgroup::detect_host() {
         Ok(Hierarchy::V1 { memory, pids, cpu }) => [Some(memory), Some(pids), cpu]
             .into_iter()
@@ -72,7 +64,87 @@ pub fn collect() -> Result<Reclaimed, RunError> {
             }
         }
     }
+    reclaimed.containers = orphan_containers();
+    for name in &reclaimed.containers {
+        if let Some(base) = slot_base_of(name) {
+            reclaim_engines(base);
+        }
+    }
+    reclaimed.slots = crate::uidmap::free_stale_slots(&reclaim_engines);
+    reclaimed.networks = crate::net::collect_orphans(&crate::uidmap::slot_held);
+    // The state directories (overlay, sockets, logs) of microVMs whose owner died.
+    if let Ok(entries) = std::fs::read_dir(agentbox_microvm::vm::DEFAULT_RUN_DIR) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let slot = name.strip_prefix("vm-").and_then(|n| n.parse().ok());
+            if slot.is_some_and(|s| !crate::uidmap::slot_held(s)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+                reclaimed.vms.push(name);
+            }
+        }
+    }
     Ok(reclaimed)
+}
+
+/// Removes what an engine tier keeps for the container of a dead slot (its name is the slot's:
+/// `engine::container_name`): a runc/crun/runsc container killed with its state and cgroups, a
+/// Docker container. A one-shot run's engine child does that itself when its supervisor dies;
+/// this covers both being killed at once (`kill -9` of the process group).
+pub(crate) fn reclaim_engines(base: u32) {
+    let name = crate::engine::container_name(base);
+    let dir = Path::new(crate::engine::ENGINE_DIR).join(&name);
+    let had_engine_dir = dir.exists();
+    for tier in [Tier::Oci, Tier::Gvisor] {
+        let _ = crate::engine::destroy(tier, &name);
+    }
+    // Only where agentbox ran a container under that name: asking a daemon costs a connection.
+    if had_engine_dir && agentbox_docker::endpoint().is_ok() {
+        let _ = crate::engine::destroy(Tier::Docker, &name);
+    }
+}
+
+/// Names of engine containers (their agentbox directory, or a runtime's state) whose uid slot
+/// nobody holds.
+fn orphan_containers() -> Vec<String> {
+    let mut dirs = vec![PathBuf::from(crate::engine::ENGINE_DIR)];
+    dirs.extend(
+        [
+            agentbox_oci::Runtime::Crun,
+            agentbox_oci::Runtime::Runc,
+            agentbox_oci::Runtime::Runsc {
+                platform: String::new(),
+            },
+        ]
+        .iter()
+        .map(agentbox_oci::run::runtime_root),
+    );
+    let mut names: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            // runsc's state files are `<id>_sandbox:<id>.state` and the like.
+            Some(name.split('_').next()?.to_string())
+        })
+        .filter(|name| {
+            slot_base_of(name).is_some_and(|base| {
+                !crate::uidmap::slot_held((base - crate::uidmap::UID_BASE) / crate::uidmap::RANGE)
+            })
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The first uid of the slot a container name stands for (`engine::container_name`).
+fn slot_base_of(name: &str) -> Option<u32> {
+    let base = u32::from_str_radix(name.strip_prefix("agentbox-")?, 16).ok()?;
+    let valid = base >= crate::uidmap::UID_BASE
+        && (base - crate::uidmap::UID_BASE).is_multiple_of(crate::uidmap::RANGE)
+        && (base - crate::uidmap::UID_BASE) / crate::uidmap::RANGE < crate::uidmap::SLOT_COUNT;
+    valid.then_some(base)
 }
 
 /// The uid slot in a microVM's QEMU cgroup name (`agentbox-qemu-vm-<slot>`, see
@@ -132,5 +204,18 @@ mod tests {
         assert_eq!(supervisor_of("agentbox-test-1"), None);
         assert_eq!(supervisor_of("agentbox-1-2-3"), None);
         assert_eq!(supervisor_of("user.slice"), None);
+    }
+
+    #[test]
+    fn container_names_stand_for_slot_bases() {
+        let base = crate::uidmap::UID_BASE + 7 * crate::uidmap::RANGE;
+        assert_eq!(
+            slot_base_of(&crate::engine::container_name(base)),
+            Some(base)
+        );
+        assert_eq!(slot_base_of("agentbox-10000001"), None);
+        assert_eq!(slot_base_of("agentbox-ffff0000"), None);
+        assert_eq!(slot_base_of("agentbox-exp"), None);
+        assert_eq!(slot_base_of("raw-crun"), None);
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::RunError;
 
 const SLOTS_DIR: &str = "/run/agentbox/slots";
-const SLOT_COUNT: u32 = 4096;
+pub const SLOT_COUNT: u32 = 4096;
 /// First host uid handed to sandboxes: far above any distribution's regular or subordinate ids.
 pub const UID_BASE: u32 = 0x1000_0000;
 /// Ids mapped per sandbox.
@@ -47,7 +47,11 @@ impl Slot {
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        if owner_alive(&path) {
+                        // A dead owner's range may still have processes (an engine's container
+                        // outliving its killed supervisor): not reused until `gc` ends them.
+                        if owner_alive(&path)
+                            || !processes_in_range(UID_BASE + n * RANGE).is_empty()
+                        {
                             break;
                         }
                         let _ = std::fs::remove_file(&path);
@@ -63,15 +67,80 @@ impl Slot {
     }
 }
 
-/// Removes the slot files whose owner is dead; returns how many.
-pub fn free_stale_slots() -> usize {
+/// Frees the slots whose owner is dead; returns how many. For each, `reclaim` gets the slot's
+/// first uid to remove what an engine keeps under the slot's name; then every process still
+/// running with an id of the range is killed, and the slot is freed only once none is left.
+pub fn free_stale_slots(reclaim: &dyn Fn(u32)) -> usize {
     let Ok(entries) = std::fs::read_dir(SLOTS_DIR) else {
         return 0;
     };
-    entries
-        .flatten()
-        .filter(|e| !owner_alive(&e.path()) && std::fs::remove_file(e.path()).is_ok())
-        .count()
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&n| n < SLOT_COUNT)
+        else {
+            continue;
+        };
+        if owner_alive(&entry.path()) {
+            continue;
+        }
+        let base = UID_BASE + n * RANGE;
+        reclaim(base);
+        if kill_range(base) && std::fs::remove_file(entry.path()).is_ok() {
+            freed += 1;
+        }
+    }
+    freed
+}
+
+/// SIGKILLs every process with an id of the range at `base` until none is left (at most ~1 s);
+/// returns whether none is.
+fn kill_range(base: u32) -> bool {
+    for _ in 0..200 {
+        let pids = processes_in_range(base);
+        if pids.is_empty() {
+            return true;
+        }
+        for pid in pids {
+            let _ = agentbox_sys::process::kill(pid, agentbox_sys::signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    processes_in_range(base).is_empty()
+}
+
+/// Live processes (zombies, which can do nothing, left out) whose real, effective, saved or
+/// file-system uid is in the range at `base`.
+pub fn processes_in_range(base: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|status| uids_in_range(&status, base))
+        })
+        .collect()
+}
+
+fn uids_in_range(status: &str, base: u32) -> bool {
+    let zombie = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|s| s.trim_start().starts_with('Z'));
+    !zombie
+        && status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .is_some_and(|ids| {
+                ids.split_whitespace()
+                    .filter_map(|id| id.parse::<u32>().ok())
+                    .any(|id| (base..base.saturating_add(RANGE)).contains(&id))
+            })
 }
 
 /// Whether slot `index` is held by a live process.
@@ -159,5 +228,32 @@ fn parked_userns(uid_map: &str, gid_map: &str) -> Result<std::os::fd::OwnedFd, R
                 .map_err(|e| RunError::setup("idmap namespace", e))?
                 .into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_of_the_four_uids_puts_a_process_in_a_range() {
+        let base = UID_BASE + 3 * RANGE;
+        let status = |ids: &str| format!("Name:\tx\nUid:\t{ids}\nGid:\t0\t0\t0\t0\n");
+        assert!(uids_in_range(&status(&format!("0\t{base}\t0\t0")), base));
+        assert!(uids_in_range(
+            &status(&format!("0\t0\t0\t{}", base + RANGE - 1)),
+            base
+        ));
+        assert!(!uids_in_range(
+            &status(&format!("{}\t0\t0\t0", base + RANGE)),
+            base
+        ));
+        assert!(!uids_in_range(
+            &status(&format!("{}\t0\t0\t0", base - 1)),
+            base
+        ));
+        assert!(!uids_in_range("garbage", base));
+        let zombie = format!("State:\tZ (zombie)\nUid:\t{base}\t{base}\t{base}\t{base}\n");
+        assert!(!uids_in_range(&zombie, base));
     }
 }

@@ -153,6 +153,19 @@ pub fn kill(pid: i32, signal: i32) -> Result<(), SysError> {
     Ok(())
 }
 
+/// A pidfd for `pid`: readable (POLLIN) once the process has exited; close-on-exec. The pid must be
+/// a child not yet reaped (or otherwise known not to be reused) for the fd to mean that process.
+pub fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd, SysError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; it reads no memory.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = check(ret, "pidfd_open", || pid.to_string())?;
+    let fd =
+        i32::try_from(fd).map_err(|_| SysError::new("pidfd_open", pid.to_string(), libc::EBADF))?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no arguments and cannot fail.
     unsafe { libc::getpid() }

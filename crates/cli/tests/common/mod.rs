@@ -5,6 +5,7 @@
 pub mod busybox;
 pub mod oci_layout;
 pub mod testnet;
+pub mod tiers;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use agentbox_oci::Sandbox;
 use agentbox_policy::{Policy, Tier};
-use agentbox_sys::{mount, process};
+use agentbox_sys::{mount, process, signal};
 
 use super::{container_name, drivers, idmaps_root, maps_slot};
 use crate::build::build_root;
@@ -31,6 +31,12 @@ pub fn child(spec: ChildSpec) -> ! {
         Err(_) => process::exit_now(125),
     };
     let result = (|| -> Result<i32, Failure> {
+        // Should the supervisor die, this process removes the container itself: the signal is
+        // blocked (as in the supervisor that forked it) and taken by the engine's wait
+        // (`agentbox_oci::wait`), which then kills the container. A supervisor that dies before
+        // this closes the pipe `wait_for` reads, which ends this process.
+        process::set_parent_death_signal(signal::SIGTERM)
+            .map_err(|e| Failure::setup("pdeathsig", e))?;
         wait_for(&spec.go, MAPPED);
         mount::set_umask(0);
         mount::make_private_recursive().map_err(|e| Failure::setup("make mounts private", e))?;

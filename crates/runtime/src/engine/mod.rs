@@ -18,7 +18,7 @@ use agentbox_policy::{Policy, Tier};
 
 use crate::RunError;
 
-pub use child::child;
+pub use child::{child, ENGINE_DIR};
 pub use drivers::{availability, destroy};
 
 /// The container name of the sandbox holding the uid slot starting at `base`: unique while the

@@ -212,7 +212,7 @@ pub fn reclaim(state: &State) -> Result<(), RunError> {
                 .map_err(|e| RunError::setup(format!("remove {}", dir.display()), e))?;
         }
     }
-    crate::uidmap::free_stale_slots();
+    crate::uidmap::free_stale_slots(&crate::gc::reclaim_engines);
     match std::fs::remove_dir_all(state.dir()) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::setup(
             format!("remove {}", state.dir().display()),
