@@ -9,20 +9,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, ExitStatus};
 use std::time::Instant;
 
-use agentbox_sys::{msg, process, signal};
+use agentbox_sys::signal::{self, FORWARDED};
+use agentbox_sys::{msg, process};
 
 use crate::EngineError;
-
-/// Signals the supervisor forwards to its child (`supervise::FORWARDED`) that the engine passes
-/// on to the sandbox's command.
-pub const FORWARDED: &[i32] = &[
-    signal::SIGINT,
-    signal::SIGTERM,
-    signal::SIGHUP,
-    signal::SIGQUIT,
-    signal::SIGUSR1,
-    signal::SIGUSR2,
-];
 
 /// What ended a wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,15 +53,7 @@ static NEXT_LEAF: AtomicU32 = AtomicU32::new(1);
 /// How many leaf names `create_cgroup` tries past ones that exist already.
 const LEAF_NAME_TRIES: u32 = 16;
 
-/// Signals a user or a caller may send to `agentbox run`, passed on to the command.
-pub(crate) const FORWARDED: &[i32] = &[
-    signal::SIGINT,
-    signal::SIGTERM,
-    signal::SIGHUP,
-    signal::SIGQUIT,
-    signal::SIGUSR1,
-    signal::SIGUSR2,
-];
+pub(crate) use signal::FORWARDED;
 
 /// What the sandbox is launched for.
 pub(crate) enum Purpose<'a> {

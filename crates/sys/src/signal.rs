@@ -7,6 +7,10 @@ use crate::SysError;
 
 pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 
+/// Signals a user or a caller may send to agentbox (`kill`, `timeout`, a terminal's ^C), passed on
+/// to the sandbox's command by every tier.
+pub const FORWARDED: &[i32] = &[SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2];
+
 /// A saved signal mask, to restore in a child before it execs.
 #[derive(Clone, Copy)]
 pub struct SavedMask(libc::sigset_t);
