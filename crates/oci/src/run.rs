@@ -175,8 +175,33 @@ fn wait_container(
     let wait = ChildWait::new(child)?;
     let mut deadline = sandbox.limits.timeout.map(|t| Instant::now() + t);
     let mut ended_by = None;
+    // A signal that came before the runtime wrote the init's pid (runc writes it once the
+    // command runs): tried again every few ms.
+    let mut pending: Option<i32> = None;
     loop {
-        match wait.next(child, deadline)? {
+        let retry = pending.map(|_| Instant::now() + SIGNAL_RETRY);
+        let until = match (deadline, retry) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        };
+        let waited = wait.next(child, until)?;
+        if let Some(signo) = pending.take() {
+            if !matches!(waited, Waited::Exited(_)) {
+                on_signal(
+                    signo,
+                    &mut pending,
+                    &mut ended_by,
+                    sandbox,
+                    child,
+                    runtime,
+                    pid_file,
+                );
+            }
+        }
+        if waited == Waited::Deadline && deadline.is_none_or(|d| Instant::now() < d) {
+            continue;
+        }
+        match waited {
             Waited::Exited(status) => {
                 return Ok(match ended_by {
                     Some(EndedBy::Kill) => (None, ended_by),
@@ -195,12 +220,48 @@ fn wait_container(
                 deadline = Some(Instant::now() + CLIENT_GRACE);
             }
             Waited::Signal(signo) => {
-                if deliver(signo, &sandbox.id, child, runtime, pid_file) && ended_by.is_none() {
-                    ended_by = Some(EndedBy::Signal(signo));
-                }
+                on_signal(
+                    signo,
+                    &mut pending,
+                    &mut ended_by,
+                    sandbox,
+                    child,
+                    runtime,
+                    pid_file,
+                );
             }
         }
     }
+}
+
+/// How often a signal that found no init yet is tried again.
+const SIGNAL_RETRY: Duration = Duration::from_millis(5);
+
+fn on_signal(
+    signo: i32,
+    pending: &mut Option<i32>,
+    ended_by: &mut Option<EndedBy>,
+    sandbox: &Sandbox,
+    child: &std::process::Child,
+    runtime: &Runtime,
+    pid_file: &Path,
+) {
+    match deliver(signo, &sandbox.id, child, runtime, pid_file) {
+        Delivered::Killed if ended_by.is_none() => *ended_by = Some(EndedBy::Signal(signo)),
+        Delivered::NoInitYet => *pending = Some(signo),
+        Delivered::Killed | Delivered::Sent => {}
+    }
+}
+
+/// What [`deliver`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivered {
+    /// Sent (or dropped: the init ignores it).
+    Sent,
+    /// The init was killed on the signal's behalf.
+    Killed,
+    /// No init to send it to yet.
+    NoInitYet,
 }
 
 /// Passes a forwarded signal on to the command. runc and crun run it as the init of its PID
@@ -208,48 +269,50 @@ fn wait_container(
 /// command does not catch would be dropped, where on the `ns` tier (whose init is agentbox's) it
 /// ends the command. So the init's disposition is read: a caught signal is sent to it, an ignored
 /// one is dropped, and one left at its default (which, for the forwarded signals, terminates) is
-/// carried out with SIGKILL; returns true then. Under runsc the sentry delivers it with the usual
-/// effect (`runsc kill ID SIGNAL`; its `run` client, sent a signal, would kill the container
-/// instead of passing it on). Nothing is sent when the init cannot be identified.
+/// carried out with SIGKILL. Under runsc the sentry delivers it with the usual effect (`runsc kill
+/// ID SIGNAL`; its `run` client, sent a signal, would kill the container instead of passing it on).
 fn deliver(
     signo: i32,
     id: &str,
     child: &std::process::Child,
     runtime: &Runtime,
     pid_file: &Path,
-) -> bool {
+) -> Delivered {
     let client = child.id() as i32;
     if matches!(runtime, Runtime::Runsc { .. }) {
         let _ = send_signal(id, runtime, signo, false);
-        return false;
+        return Delivered::Sent;
     }
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .filter(|&pid| pid > 1)
     else {
-        return false;
+        return Delivered::NoInitYet;
     };
-    // The init is the client's child while the client runs (it reaps it before it exits), which
-    // also rules out a recycled pid.
+    // The init is the client's child while the client runs (runc is a subreaper; both reap it
+    // before they exit), which also rules out a recycled pid.
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
+        return Delivered::NoInitYet;
     };
     let parent = status
         .lines()
         .find_map(|l| l.strip_prefix("PPid:"))
         .and_then(|p| p.trim().parse::<i32>().ok());
     if parent != Some(client) {
-        return false;
+        return Delivered::NoInitYet;
     }
     match wait::disposition_in(&status, signo) {
         Disposition::Caught => {
             let _ = agentbox_sys::process::kill(pid, signo);
-            false
+            Delivered::Sent
         }
-        Disposition::Ignored => false,
+        Disposition::Ignored => Delivered::Sent,
         Disposition::Default => {
-            agentbox_sys::process::kill(pid, agentbox_sys::signal::SIGKILL).is_ok()
+            match agentbox_sys::process::kill(pid, agentbox_sys::signal::SIGKILL) {
+                Ok(()) => Delivered::Killed,
+                Err(_) => Delivered::NoInitYet,
+            }
         }
     }
 }
