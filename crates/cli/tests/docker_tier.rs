@@ -83,6 +83,47 @@ fn on(socket: &std::path::Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `agentbox run --tier docker -- sh -c SCRIPT` sent `signal` once it printed `ready`: it ends
+/// with `code` (128 + N: killed by signal N) after printing `rest`.
+fn signalled(socket: &std::path::Path, script: &str, code: i32, rest: &str, signal: &str) {
+    use std::io::{BufRead, Read};
+    let mut child = agentbox(&["run", "--tier", "docker", "--", "sh", "-c", script])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n", "{script}");
+    let sent = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("{script}: agentbox still running 30 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut left = String::new();
+    out.read_to_string(&mut left).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let code_or_signal = status.code().or(status.signal().map(|s| 128 + s));
+    assert_eq!(
+        (code_or_signal, left.as_str()),
+        (Some(code), rest),
+        "{script}"
+    );
+}
+
 #[test]
 fn the_docker_tier_runs_the_policy_on_a_remapping_daemon_and_refuses_it_on_another() {
     let _guard = serial();
@@ -140,6 +181,26 @@ fn the_docker_tier_runs_the_policy_on_a_remapping_daemon_and_refuses_it_on_anoth
     // Limits and the wall clock.
     let o = docker(s, &["--timeout", "1s", "--", "sleep", "30"]);
     assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+
+    // A SIGTERM to agentbox ends a command that does not handle it, although it is the init of
+    // its PID namespace (which the kernel spares such signals), and reaches one that does.
+    let handles = "trap 'echo caught; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
+    for (script, code, rest) in [
+        ("echo ready; exec sleep 44", 143, ""),
+        (handles, 7, "caught\n"),
+    ] {
+        signalled(s, script, code, rest, "TERM");
+    }
+    // A `kill -9` of agentbox: its engine child removes the container.
+    signalled(s, "echo ready; exec sleep 45", 137, "", "KILL");
+    let started = std::time::Instant::now();
+    while !pids_running(&["sleep", "45"]).is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "sleep 45 outlived agentbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let o = docker(
         s,
         &[

@@ -21,6 +21,7 @@ mod check;
 mod endpoint;
 mod image;
 mod session;
+mod signals;
 mod spec;
 
 use std::future::Future;

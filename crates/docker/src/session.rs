@@ -2,6 +2,7 @@
 //! timeout, wait, read the exit state, remove. It must never leave a container behind: `run`
 //! removes its container on every path, also after errors and timeouts.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -22,7 +23,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::endpoint::connect;
 use crate::spec::{self, Stdin};
-use crate::{image, setup, ExecProcess, ENGINE};
+use crate::{image, setup, signals, ExecProcess, ENGINE};
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>;
 type Input = Pin<Box<dyn AsyncWrite + Send>>;
@@ -86,13 +87,13 @@ async fn run_created(
         .start_container(id, None::<StartContainerOptions>)
         .await
         .map_err(|e| start_error(id, e))?;
-    let timed_out = pump(
-        attached.output,
-        attached.input,
-        stdio,
-        sandbox.limits.timeout,
-    )
-    .await?;
+    // A signal carried out with SIGKILL on the command's behalf; the supervisor's death ends the
+    // run as its timeout does.
+    let killed_for = Cell::new(None);
+    let timed_out = tokio::select! {
+        pumped = pump(attached.output, attached.input, stdio, sandbox.limits.timeout) => pumped?,
+        () = signals::watch(docker, id, &killed_for) => true,
+    };
     if timed_out {
         let kill = KillContainerOptions {
             signal: "SIGKILL".into(),
@@ -123,6 +124,14 @@ async fn run_created(
         .unwrap_or_default();
     let oom = state.oom_killed.unwrap_or(false);
     let code = state.exit_code.and_then(|c| i32::try_from(c).ok());
+    if let (Some(signo), Some(137), false) = (killed_for.get(), code, timed_out) {
+        return Ok(Outcome {
+            code: None,
+            signal: Some(signo),
+            timed_out,
+            oom,
+        });
+    }
     Ok(outcome(code, timed_out, oom))
 }
 
