@@ -174,62 +174,45 @@ fn wait_container(
 ) -> Result<(Option<std::process::ExitStatus>, Option<EndedBy>), EngineError> {
     let wait = ChildWait::new(child)?;
     let mut deadline = sandbox.limits.timeout.map(|t| Instant::now() + t);
-    let mut ended_by = None;
-    // A signal that came before the runtime wrote the init's pid (runc writes it once the
-    // command runs): tried again every few ms.
-    let mut pending: Option<i32> = None;
+    let mut killed = false;
+    let mut signals = Forwarding {
+        id: &sandbox.id,
+        runtime,
+        pid_file,
+        pending: None,
+        killed_for: None,
+    };
     loop {
-        let retry = pending.map(|_| Instant::now() + SIGNAL_RETRY);
+        let retry = signals.pending.map(|_| Instant::now() + SIGNAL_RETRY);
         let until = match (deadline, retry) {
             (Some(d), Some(r)) => Some(d.min(r)),
             (d, r) => d.or(r),
         };
         let waited = wait.next(child, until)?;
-        if let Some(signo) = pending.take() {
+        if let Some(signo) = signals.pending.take() {
             if !matches!(waited, Waited::Exited(_)) {
-                on_signal(
-                    signo,
-                    &mut pending,
-                    &mut ended_by,
-                    sandbox,
-                    child,
-                    runtime,
-                    pid_file,
-                );
+                signals.pass_on(signo, child);
             }
-        }
-        if waited == Waited::Deadline && deadline.is_none_or(|d| Instant::now() < d) {
-            continue;
         }
         match waited {
+            Waited::Exited(_) if killed => return Ok((None, Some(EndedBy::Kill))),
             Waited::Exited(status) => {
-                return Ok(match ended_by {
-                    Some(EndedBy::Kill) => (None, ended_by),
-                    _ => (Some(status), ended_by),
-                })
+                return Ok((Some(status), signals.killed_for.map(EndedBy::Signal)))
             }
-            Waited::Deadline if ended_by == Some(EndedBy::Kill) => {
+            // Only the retry's wake-up.
+            Waited::Deadline if deadline.is_none_or(|d| Instant::now() < d) => {}
+            Waited::Deadline if killed => {
                 // The client did not exit after its container was killed: kill it too.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Ok((None, ended_by));
+                return Ok((None, Some(EndedBy::Kill)));
             }
             Waited::Deadline | Waited::ParentDied => {
                 let _ = kill(&sandbox.id, runtime, 9);
-                ended_by = Some(EndedBy::Kill);
+                killed = true;
                 deadline = Some(Instant::now() + CLIENT_GRACE);
             }
-            Waited::Signal(signo) => {
-                on_signal(
-                    signo,
-                    &mut pending,
-                    &mut ended_by,
-                    sandbox,
-                    child,
-                    runtime,
-                    pid_file,
-                );
-            }
+            Waited::Signal(signo) => signals.pass_on(signo, child),
         }
     }
 }
@@ -237,19 +220,27 @@ fn wait_container(
 /// How often a signal that found no init yet is tried again.
 const SIGNAL_RETRY: Duration = Duration::from_millis(5);
 
-fn on_signal(
-    signo: i32,
-    pending: &mut Option<i32>,
-    ended_by: &mut Option<EndedBy>,
-    sandbox: &Sandbox,
-    child: &std::process::Child,
-    runtime: &Runtime,
-    pid_file: &Path,
-) {
-    match deliver(signo, &sandbox.id, child, runtime, pid_file) {
-        Delivered::Killed if ended_by.is_none() => *ended_by = Some(EndedBy::Signal(signo)),
-        Delivered::NoInitYet => *pending = Some(signo),
-        Delivered::Killed | Delivered::Sent => {}
+/// The signals of one container's run.
+struct Forwarding<'a> {
+    id: &'a str,
+    runtime: &'a Runtime,
+    pid_file: &'a Path,
+    /// A signal that came before the runtime wrote the init's pid (runc writes it once the command
+    /// runs): tried again every [`SIGNAL_RETRY`].
+    pending: Option<i32>,
+    /// The first signal carried out with SIGKILL on the command's behalf.
+    killed_for: Option<i32>,
+}
+
+impl Forwarding<'_> {
+    fn pass_on(&mut self, signo: i32, child: &std::process::Child) {
+        match deliver(signo, self.id, child, self.runtime, self.pid_file) {
+            Delivered::Killed => {
+                self.killed_for.get_or_insert(signo);
+            }
+            Delivered::NoInitYet => self.pending = Some(signo),
+            Delivered::Sent => {}
+        }
     }
 }
 
