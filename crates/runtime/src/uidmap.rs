@@ -5,7 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::RunError;
 
@@ -29,13 +29,17 @@ impl Slot {
     }
 
     pub fn acquire() -> Result<Slot, RunError> {
-        std::fs::create_dir_all(SLOTS_DIR)
-            .map_err(|e| RunError::setup(format!("mkdir {SLOTS_DIR}"), e))?;
+        Slot::acquire_in(Path::new(SLOTS_DIR))
+    }
+
+    fn acquire_in(dir: &Path) -> Result<Slot, RunError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RunError::setup(format!("mkdir {}", dir.display()), e))?;
         let pid = std::process::id();
         let start = pid % SLOT_COUNT;
         for i in 0..SLOT_COUNT {
             let n = (start + i) % SLOT_COUNT;
-            let path = PathBuf::from(format!("{SLOTS_DIR}/{n}"));
+            let path = dir.join(n.to_string());
             for _attempt in 0..2 {
                 match OpenOptions::new().write(true).create_new(true).open(&path) {
                     Ok(mut f) => {
@@ -49,12 +53,13 @@ impl Slot {
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         // A dead owner's range may still have processes (an engine's container
                         // outliving its killed supervisor): not reused until `gc` ends them.
-                        if owner_alive(&path)
-                            || !processes_in_range(UID_BASE + n * RANGE).is_empty()
-                        {
+                        let free = |path: &Path| {
+                            !owner_alive(path)
+                                && processes_in_range(UID_BASE + n * RANGE).is_empty()
+                        };
+                        if !free(&path) || !remove_if(dir, &path, free)? {
                             break;
                         }
-                        let _ = std::fs::remove_file(&path);
                     }
                     Err(e) => return Err(RunError::setup("create uid slot", e)),
                 }
@@ -65,6 +70,23 @@ impl Slot {
             format!("all {SLOT_COUNT} uid ranges are in use"),
         ))
     }
+}
+
+/// Removes the slot file `path` if `still` holds for it, under a lock shared by everyone who
+/// removes slot files of `dir`; returns whether it did. Without the lock two processes could
+/// both find a slot's owner dead, and the second remove the file the first had just created in
+/// its place: two sandboxes on one uid range.
+fn remove_if(dir: &Path, path: &Path, still: impl Fn(&Path) -> bool) -> Result<bool, RunError> {
+    let lock_path = dir.with_extension("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| RunError::setup(format!("open {}", lock_path.display()), e))?;
+    lock.lock()
+        .map_err(|e| RunError::setup(format!("lock {}", lock_path.display()), e))?;
+    Ok(still(path) && std::fs::remove_file(path).is_ok())
 }
 
 /// Frees the slots whose owner is dead; returns how many. For each, `reclaim` gets the slot's
@@ -89,7 +111,9 @@ pub fn free_stale_slots(reclaim: &dyn Fn(u32)) -> usize {
         }
         let base = UID_BASE + n * RANGE;
         reclaim(base);
-        if kill_range(base) && std::fs::remove_file(entry.path()).is_ok() {
+        let dead = |path: &Path| !owner_alive(path);
+        if kill_range(base) && remove_if(Path::new(SLOTS_DIR), &entry.path(), dead).unwrap_or(false)
+        {
             freed += 1;
         }
     }
@@ -236,6 +260,38 @@ fn parked_userns(uid_map: &str, gid_map: &str) -> Result<std::os::fd::OwnedFd, R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_owners_slot_is_taken_over_by_one_process_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = dir.path().join("slots");
+        // The slot every thread tries first (all share this process's pid) has a dead owner.
+        let first = std::process::id() % SLOT_COUNT;
+        std::fs::create_dir(&slots).unwrap();
+        std::fs::write(slots.join(first.to_string()), "999999999").unwrap();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let takers: Vec<_> = (0..8)
+            .map(|_| {
+                let (start, slots) = (start.clone(), slots.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Slot::acquire_in(&slots).unwrap()
+                })
+            })
+            .collect();
+        let held: Vec<Slot> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut bases: Vec<u32> = held.iter().map(|s| s.base).collect();
+        bases.sort_unstable();
+        bases.dedup();
+        assert_eq!(bases.len(), 8, "two takers share a range: {bases:?}");
+        for slot in &held {
+            assert!(
+                slot.path.exists(),
+                "{} was removed under its holder",
+                slot.path.display()
+            );
+        }
+    }
 
     #[test]
     fn only_a_live_process_with_an_executable_owns_a_slot() {

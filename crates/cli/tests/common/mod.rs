@@ -96,10 +96,11 @@ pub fn host_state() -> HostState {
         mounts,
         cgroups,
         slots: list(Path::new("/run/agentbox/slots")),
-        // Per-boot probe caches (gVisor's platform, the microVM accelerator) are not a run's.
+        // Per-boot probe caches (gVisor's platform, the microVM accelerator) and the lock for
+        // taking over dead owners' uid slots are not a run's.
         run_dir: list(Path::new("/run/agentbox"))
             .into_iter()
-            .filter(|n| !["gvisor-platform", "microvm-accel"].contains(&n.as_str()))
+            .filter(|n| !["gvisor-platform", "microvm-accel", "slots.lock"].contains(&n.as_str()))
             .collect(),
         tmp: list(&std::env::temp_dir())
             .into_iter()
