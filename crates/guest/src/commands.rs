@@ -410,7 +410,6 @@ impl Commands {
             return;
         };
         Stamps::mark_at(&mut w.stamps, "reaped", at);
-        self.table().running.remove(&w.id);
         let (code, signal) = match exit {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
@@ -430,6 +429,10 @@ impl Commands {
             id: w.id,
             exit: record,
         });
+        // Only now: a request for the command that comes meanwhile (a stdin end, a kill the host
+        // sent before it saw the exit) is answered "no running command", and that error must
+        // not reach the host before the exit, which the host takes for the command's end.
+        self.table().running.remove(&w.id);
         w.exited_sent = true;
         Stamps::mark(&mut w.stamps, "exited_sent");
         Stamps::report(w.stamps.take(), w.id);
