@@ -72,11 +72,17 @@ impl Slot {
     }
 }
 
-/// Removes the slot file `path` if `still` holds for it, under a lock shared by everyone who
-/// removes slot files of `dir`; returns whether it did. Without the lock two processes could
-/// both find a slot's owner dead, and the second remove the file the first had just created in
-/// its place: two sandboxes on one uid range.
+/// Removes the slot file `path` if `still` holds for it, under the lock of [`with_takeover_lock`];
+/// returns whether it did.
 fn remove_if(dir: &Path, path: &Path, still: impl Fn(&Path) -> bool) -> Result<bool, RunError> {
+    with_takeover_lock(dir, || still(path) && std::fs::remove_file(path).is_ok())
+}
+
+/// Runs `f` under a lock shared by everyone who removes slot files of `dir` (a taker of a dead
+/// owner's slot, `gc`). Without it two processes could both find a slot's owner dead, and the
+/// second remove the file the first had just created in its place (two sandboxes on one uid
+/// range), or `gc` end the processes of a sandbox that had just taken the slot over.
+fn with_takeover_lock<R>(dir: &Path, f: impl FnOnce() -> R) -> Result<R, RunError> {
     let lock_path = dir.with_extension("lock");
     let lock = OpenOptions::new()
         .create(true)
@@ -86,7 +92,7 @@ fn remove_if(dir: &Path, path: &Path, still: impl Fn(&Path) -> bool) -> Result<b
         .map_err(|e| RunError::setup(format!("open {}", lock_path.display()), e))?;
     lock.lock()
         .map_err(|e| RunError::setup(format!("lock {}", lock_path.display()), e))?;
-    Ok(still(path) && std::fs::remove_file(path).is_ok())
+    Ok(f())
 }
 
 /// Frees the slots whose owner is dead; returns how many. For each, `reclaim` gets the slot's
@@ -110,10 +116,16 @@ pub fn free_stale_slots(reclaim: &dyn Fn(u32)) -> usize {
             continue;
         }
         let base = UID_BASE + n * RANGE;
-        reclaim(base);
-        let dead = |path: &Path| !owner_alive(path);
-        if kill_range(base) && remove_if(Path::new(SLOTS_DIR), &entry.path(), dead).unwrap_or(false)
-        {
+        let path = entry.path();
+        // Checked again under the lock: a run may have taken the slot over meanwhile.
+        let removed = with_takeover_lock(Path::new(SLOTS_DIR), || {
+            if owner_alive(&path) {
+                return false;
+            }
+            reclaim(base);
+            kill_range(base) && std::fs::remove_file(&path).is_ok()
+        });
+        if removed.unwrap_or(false) {
             freed += 1;
         }
     }
