@@ -47,12 +47,9 @@ impl ChildWait {
     /// Starts watching `child`, which must not have been waited for yet (its pid cannot be reused
     /// while it is unreaped).
     pub fn new(child: &Child) -> Result<ChildWait, EngineError> {
-        let pid = i32::try_from(child.id()).map_err(|e| failed("pid", e))?;
-        Ok(ChildWait {
-            pidfd: process::pidfd_open(pid).map_err(|e| failed("pidfd_open", e))?,
-            signals: Some(signal::signalfd().map_err(|e| failed("signalfd", e))?),
-            parent: process::getppid(),
-        })
+        let mut wait = ChildWait::exit_only(child)?;
+        wait.signals = Some(signal::signalfd().map_err(|e| failed("signalfd", e))?);
+        Ok(wait)
     }
 
     /// Like [`ChildWait::new`], but [`ChildWait::next`] ends only at the exit or the deadline and
