@@ -360,7 +360,7 @@ fn write_bundle(sandbox: &Sandbox, runtime: &Runtime) -> Result<PathBuf, EngineE
     let dir = sandbox.state_dir.clone();
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     prepare_rootfs(sandbox, runtime)?;
-    let json = serde_json::to_vec_pretty(&spec).map_err(|e| EngineError::Setup {
+    let json = serde_json::to_vec(&spec).map_err(|e| EngineError::Setup {
         step: "writing config.json".into(),
         message: e.to_string(),
     })?;

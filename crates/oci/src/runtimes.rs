@@ -61,7 +61,7 @@ impl Runtime {
     /// `Command` for this runtime with its global flags: state under `root`, its own errors (not
     /// the container's) logged as JSON lines to `log`.
     pub fn command(&self, root: &Path, log: &Path) -> Command {
-        let mut cmd = Command::new(self.name());
+        let mut cmd = Command::new(program(self.name()));
         cmd.arg("--root").arg(root);
         match self {
             Runtime::Runc => {
@@ -90,7 +90,10 @@ impl Runtime {
 pub fn probe(runtime: &Runtime) -> Availability {
     let name = runtime.name();
     let fix = Some(format!("apt-get install {}", package(runtime)));
-    let version = capture(Command::new(name).arg("--version"), VERSION_TIMEOUT);
+    let version = capture(
+        Command::new(program(name)).arg("--version"),
+        VERSION_TIMEOUT,
+    );
     let found = match version {
         Ok(out) if out.success() => out
             .stdout
@@ -143,17 +146,44 @@ pub fn probe(runtime: &Runtime) -> Availability {
 
 /// Whether `name` is an executable file along PATH or in the sbin directories.
 fn installed(name: &str) -> bool {
+    resolve(name).is_some()
+}
+
+/// Where the runtime `name` is: the first executable file of that name along PATH, then in the
+/// sbin directories (runc is in /usr/sbin, which a user's PATH may lack).
+fn resolve(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var("PATH").unwrap_or_default();
     let found = path
         .split(':')
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
-        .filter(|d| !d.is_empty())
-        .any(|dir| {
-            std::fs::metadata(Path::new(dir).join(name))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .filter(|d| d.starts_with('/'))
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         });
     found
+}
+
+/// The program to start for the runtime `name`: its path as [`resolve`] finds it, looked up once
+/// per process (a run starts the runtime, and may start it again to delete; spawning by bare name
+/// would walk PATH with an `execve` per directory each time), else the bare name, whose spawn
+/// then fails with the usual "not found".
+pub(crate) fn program(name: &'static str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static FOUND: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let mut found = FOUND
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = found.get(name) {
+        return path.clone();
+    }
+    match resolve(name) {
+        Some(path) => found.entry(name).or_insert(path).clone(),
+        None => PathBuf::from(name),
+    }
 }
 
 fn unavailable(reason: String, fix: Option<String>) -> Availability {
@@ -214,9 +244,14 @@ enum Unified {
 }
 
 fn hybrid_unified() -> Unified {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Unified::Absent;
-    };
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(mountinfo) => hybrid_unified_in(&mountinfo),
+        Err(_) => Unified::Absent,
+    }
+}
+
+/// [`hybrid_unified`] with this mount namespace's `/proc/self/mountinfo` already read.
+fn hybrid_unified_in(mountinfo: &str) -> Unified {
     let mounted = mountinfo.lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let fstype = line
@@ -239,25 +274,20 @@ fn hybrid_unified() -> Unified {
 /// Whether unmounting [`UNIFIED_MOUNT`] here stays here: this process is not in init's mount
 /// namespace (when /proc/1 is readable) and the mount has no shared peer group, so the unmount
 /// cannot propagate to the host's namespace.
-fn unmount_stays_private() -> Result<bool, EngineError> {
+fn unmount_stays_private(mountinfo: &str) -> bool {
     let read = |p: &str| std::fs::read_link(p).ok();
     if let (Some(mine), Some(init)) = (read("/proc/self/ns/mnt"), read("/proc/1/ns/mnt")) {
         if mine == init {
-            return Ok(false);
+            return false;
         }
     }
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| EngineError::Io {
-            path: "/proc/self/mountinfo".into(),
-            source,
-        })?;
     let shared = mountinfo.lines().any(|line| {
         let (before, _) = line.split_once(" - ").unwrap_or((line, ""));
         let fields: Vec<&str> = before.split(' ').collect();
         fields.get(4) == Some(&UNIFIED_MOUNT)
             && fields.iter().skip(6).any(|f| f.starts_with("shared:"))
     });
-    Ok(!shared)
+    !shared
 }
 
 /// Prepares the engine's private mount namespace for `runtime`; returns notes on what it did.
@@ -267,7 +297,12 @@ pub fn prepare_mount_namespace(runtime: &Runtime) -> Result<Vec<String>, EngineE
     if *runtime != Runtime::Crun {
         return Ok(Vec::new());
     }
-    match hybrid_unified() {
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| EngineError::Io {
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?;
+    match hybrid_unified_in(&mountinfo) {
         Unified::Absent => Ok(Vec::new()),
         Unified::WithControllers => Err(EngineError::Unavailable {
             engine: "crun",
@@ -276,7 +311,7 @@ pub fn prepare_mount_namespace(runtime: &Runtime) -> Result<Vec<String>, EngineE
             ),
         }),
         Unified::Empty => {
-            if !unmount_stays_private()? {
+            if !unmount_stays_private(&mountinfo) {
                 return Err(EngineError::Setup {
                     step: "preparing crun's mount namespace".into(),
                     message: format!(
@@ -340,7 +375,7 @@ pub fn gvisor_platform_probe() -> Result<String, EngineError> {
 
 /// Tries every platform in order without the cache: the first that works, and what each try gave.
 pub fn probe_platforms() -> Result<(String, Vec<String>), EngineError> {
-    let help = capture(Command::new("runsc").arg("flags"), VERSION_TIMEOUT)?;
+    let help = capture(Command::new(program("runsc")).arg("flags"), VERSION_TIMEOUT)?;
     let flags = format!("{}{}", help.stdout, help.stderr);
     let mut platforms = Vec::new();
     if Path::new("/dev/kvm").exists() {
@@ -368,7 +403,7 @@ pub fn probe_platforms() -> Result<(String, Vec<String>), EngineError> {
 
 fn try_platform(platform: &str) -> Result<(), String> {
     let root = unique_dir("gvisor-probe")?;
-    let mut cmd = Command::new("runsc");
+    let mut cmd = Command::new(program("runsc"));
     cmd.arg("--root")
         .arg(&root)
         .arg(format!("--platform={platform}"))
@@ -380,7 +415,7 @@ fn try_platform(platform: &str) -> Result<(), String> {
     let needle = root.to_string_lossy().into_owned();
     kill_mentioning(&needle);
     if let Ok(list) = capture(
-        Command::new("runsc")
+        Command::new(program("runsc"))
             .arg("--root")
             .arg(&root)
             .args(["list", "-quiet"]),
@@ -388,7 +423,7 @@ fn try_platform(platform: &str) -> Result<(), String> {
     ) {
         for id in list.stdout.split_whitespace() {
             let _ = capture(
-                Command::new("runsc")
+                Command::new(program("runsc"))
                     .arg("--root")
                     .arg(&root)
                     .args(["delete", "-force", id]),
