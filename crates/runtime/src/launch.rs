@@ -41,6 +41,10 @@ pub enum FailureKind {
     Unenforceable,
     /// Not a failure: the sandbox init reports that the command died of this signal.
     Signal,
+    /// Not a failure: an engine child reports that it removed its container and everything its
+    /// engine kept for it, and checked that nothing is left (`engine::child`), so the supervisor
+    /// need not do it again. Without this line the supervisor does.
+    EngineCleaned,
 }
 
 impl FailureKind {
@@ -52,6 +56,7 @@ impl FailureKind {
             FailureKind::CannotExecute => "cannot-execute",
             FailureKind::Unenforceable => "unenforceable",
             FailureKind::Signal => "signal",
+            FailureKind::EngineCleaned => "engine-cleaned",
         }
     }
 }
@@ -86,6 +91,7 @@ impl Failure {
             FailureKind::CannotExecute,
             FailureKind::Unenforceable,
             FailureKind::Signal,
+            FailureKind::EngineCleaned,
         ]
         .into_iter()
         .find(|k| k.tag() == tag)?;

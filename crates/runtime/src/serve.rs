@@ -191,7 +191,7 @@ fn start(
                 FailureKind::NotFound => "not-found",
                 FailureKind::CannotExecute => "cannot-execute",
                 FailureKind::Unenforceable => "unenforceable",
-                FailureKind::Setup | FailureKind::Signal => "setup",
+                FailureKind::Setup | FailureKind::Signal | FailureKind::EngineCleaned => "setup",
             };
             send(
                 channel,

@@ -73,6 +73,13 @@ impl Errno {
             .map(|&(name, number)| Errno { name, number })
     }
 
+    /// An errno [`parse_allowlist`] accepted, written out by a build script: see
+    /// [`Allowlist::from_validated_parts`].
+    #[doc(hidden)]
+    pub const fn from_validated(name: &'static str, number: u16) -> Errno {
+        Errno { name, number }
+    }
+
     pub fn name(self) -> &'static str {
         self.name
     }
@@ -161,6 +168,25 @@ pub struct Denial {
 }
 
 impl Allowlist {
+    /// Puts back together a list that [`parse_allowlist`] validated and a build script wrote out
+    /// as code (`agentbox-runtime`'s embeds the default list so that a run parses no TOML). Not
+    /// for anything else: nothing here is checked again, and that build script's output is
+    /// compared with a fresh parse by a test.
+    #[doc(hidden)]
+    pub fn from_validated_parts(
+        default_errno: Errno,
+        allow: Vec<AllowGroup>,
+        allow_if: Vec<ConditionalAllow>,
+        deny: Vec<DenyGroup>,
+    ) -> Allowlist {
+        Allowlist {
+            default_errno,
+            allow,
+            allow_if,
+            deny,
+        }
+    }
+
     /// The errno of every syscall the list does not mention.
     pub fn default_errno(&self) -> Errno {
         self.default_errno
