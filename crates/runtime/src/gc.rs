@@ -71,6 +71,10 @@ pub fn collect() -> Result<Reclaimed, RunError> {
         }
     }
     reclaimed.slots = crate::uidmap::free_stale_slots(&reclaim_engines);
+    // The OCI containers' shared cgroup parent, which runs leave in place, once none is in it.
+    reclaimed
+        .cgroups
+        .extend(agentbox_oci::cgroups::remove_unused_parents());
     reclaimed.networks = crate::net::collect_orphans(&crate::uidmap::slot_held);
     // The state directories (overlay, sockets, logs) of microVMs whose owner died.
     if let Ok(entries) = std::fs::read_dir(agentbox_microvm::vm::DEFAULT_RUN_DIR) {

@@ -139,6 +139,9 @@ pub enum Flavour {
     Namespaces,
     /// chroot: no pid namespace of its own, so no /proc at all rather than the host's.
     Chroot,
+    /// The engine tiers: as chroot, and no /dev either (only its mount point): every engine mounts
+    /// its own /dev (a tmpfs with the usual nodes and links, /dev/pts, /dev/shm) over it.
+    Engine,
 }
 
 /// Builds the plan for `policy`. `is_dir(i)` says whether the i-th user-named source (workspace
@@ -199,26 +202,8 @@ pub fn plan(
     steps.push(dir("/var/tmp", 0o1777, 0));
     steps.push(dir("/root", 0o700, 0));
     steps.push(dir("/dev", 0o755, 0));
-    steps.push(dir("/dev/shm", 0o1777, 0));
-    for dev in DEVICES {
-        let path = Path::new("/dev").join(dev);
-        steps.push(Step::Bind {
-            source: Source::Host(path.clone()),
-            target: path,
-            writable: true,
-            is_dir: false,
-        });
-    }
-    for (link, target) in [
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-    ] {
-        steps.push(Step::Symlink {
-            path: link.into(),
-            target: target.into(),
-        });
+    if flavour != Flavour::Engine {
+        steps.extend(dev_steps());
     }
     if flavour == Flavour::Namespaces {
         steps.push(Step::DevPts);
@@ -255,6 +240,36 @@ pub fn plan(
     }
     let landlock = landlock_rules(&steps, user);
     MountPlan { steps, landlock }
+}
+
+/// /dev/shm, the device nodes bound from the host and the /dev links.
+fn dev_steps() -> Vec<Step> {
+    let mut steps = vec![Step::Dir {
+        path: "/dev/shm".into(),
+        mode: 0o1777,
+        owner: 0,
+    }];
+    for dev in DEVICES {
+        let path = Path::new("/dev").join(dev);
+        steps.push(Step::Bind {
+            source: Source::Host(path.clone()),
+            target: path,
+            writable: true,
+            is_dir: false,
+        });
+    }
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink {
+            path: link.into(),
+            target: target.into(),
+        });
+    }
+    steps
 }
 
 fn generated_etc(user: u32) -> Vec<Step> {

@@ -92,6 +92,40 @@ fn chroot_flavour_has_no_proc() {
 }
 
 #[test]
+fn engine_flavour_leaves_dev_to_the_engine() {
+    let dev = std::path::Path::new("/dev");
+    let under_dev = |s: &Step| match s {
+        Step::Bind { target: path, .. } | Step::Symlink { path, .. } | Step::Dir { path, .. } => {
+            path.starts_with(dev) && path != dev
+        }
+        _ => false,
+    };
+    let engine = plan(
+        &policy(PolicySpec::default()),
+        &layout(),
+        &[],
+        Flavour::Engine,
+    );
+    assert!(!engine.steps.iter().any(under_dev));
+    assert!(!engine
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Proc | Step::DevPts)));
+    // Only its mount point, for the engine's own /dev.
+    assert!(engine
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Dir { path, .. } if path == std::path::Path::new("/dev"))));
+    let chroot = plan(
+        &policy(PolicySpec::default()),
+        &layout(),
+        &[],
+        Flavour::Chroot,
+    );
+    assert!(chroot.steps.iter().filter(|s| under_dev(s)).count() >= 6);
+}
+
+#[test]
 fn dir_image_overlays_the_image_opened_after_user_sources() {
     let spec = PolicySpec {
         image: Some("/srv/root".into()),

@@ -37,8 +37,8 @@ pub fn mechanisms(tier: Tier) -> Option<Mechanisms> {
         Tier::Oci | Tier::Gvisor | Tier::Nspawn | Tier::Docker => Some(Mechanisms {
             // A private mount namespace for the root it builds; the engine makes the rest.
             clone_flags: ns::MOUNT,
-            // No /proc or devpts of agentbox's: the engine mounts its own.
-            flavour: Flavour::Chroot,
+            // No /proc or /dev of agentbox's: the engine mounts its own.
+            flavour: Flavour::Engine,
             user_namespace: false,
             pid_namespace: false,
             cgroups: crate::engine::payload_in_caller_cgroup(tier),

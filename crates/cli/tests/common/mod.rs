@@ -86,8 +86,19 @@ pub fn host_state() -> HostState {
         .collect();
     let mut cgroups = BTreeSet::new();
     for controller in ["memory", "pids", "cpu", "unified"] {
-        for name in list(&Path::new("/sys/fs/cgroup").join(controller)) {
-            if name.starts_with("agentbox") {
+        let dir = Path::new("/sys/fs/cgroup").join(controller);
+        for name in list(&dir) {
+            // The OCI containers' shared parent (`agentbox_oci::cgroups::CGROUP_PARENT`) stays
+            // between runs (`agentbox gc` removes it):
+            // what counts is a container's cgroup left in it.
+            if name == "agentbox-oci" {
+                for child in list(&dir.join(&name))
+                    .into_iter()
+                    .filter(|c| c.starts_with("agentbox"))
+                {
+                    cgroups.insert(format!("{controller}/{name}/{child}"));
+                }
+            } else if name.starts_with("agentbox") {
                 cgroups.insert(format!("{controller}/{name}"));
             }
         }
