@@ -109,6 +109,10 @@ pub fn remove_cgroups_named(id: &str) -> Vec<PathBuf> {
 }
 
 fn remove_cgroups(mut dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if dirs.is_empty() {
+        // The usual end of a run: the runtime removed its cgroups itself.
+        return dirs;
+    }
     // Children before parents.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     let mounts = cgroup_mounts();
