@@ -175,6 +175,26 @@ crun_raw() { echo "crun --root $work/state-crun --cgroup-manager=cgroupfs run --
 runsc_raw() { echo "runsc --root $work/state-runsc --platform=ptrace --network=none --oci-seccomp run --bundle $work/bundle-runsc-$1 raw-runsc"; }
 nspawn_args="--quiet --keep-unit --register=no --as-pid2 --console=pipe --link-journal=no --resolv-conf=off --timezone=off --kill-signal=SIGKILL --private-network --drop-capability=all --no-new-privileges=yes --machine=raw-nspawn -D $work/root-mapped --private-users=$RAW_BASE:65536 --private-users-ownership=off --hostname=agentbox --chdir=/workspace --rlimit=NOFILE=1024"
 for b in "${BINDS[@]}"; do nspawn_args+=" --bind-ro=$b"; done
+# The same system call filter agentbox gives nspawn (its --system-call-filter= arguments), read from
+# the command line of a live agentbox nspawn run; quoted, as every use below re-parses the string.
+"$BIN" run --tier nspawn -- sleep 3.14159 >/dev/null &
+python3 - "$work/nspawn-filter" <<'PY'
+import glob, shlex, sys, time
+for _ in range(200):
+    for f in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            args = open(f, "rb").read().decode().split("\0")
+        except OSError:
+            continue
+        if args and args[0].endswith("systemd-nspawn") and "3.14159" in args:
+            filters = [a for a in args if a.startswith("--system-call-filter=")]
+            open(sys.argv[1], "w").write(" ".join(shlex.quote(a) for a in filters))
+            sys.exit(0)
+    time.sleep(0.025)
+sys.exit("could not read the command line of a live agentbox nspawn run")
+PY
+wait
+nspawn_args+=" $(cat "$work/nspawn-filter")"
 ab() { echo "$BIN run --tier $1 $2 -- ${3:-/bin/true}"; }
 PYW="$PY -c pass"
 UNIFIED_OFF='umount /sys/fs/cgroup/unified 2>/dev/null || true'
@@ -247,6 +267,28 @@ unshare -m bash -c "$NSPAWN_RUN && hf nspawn $RUNS \"\$@\"" bash "${NS_ROWS[@]}"
     -n "systemd-nspawn: true" "systemd-nspawn $nspawn_args -- /bin/true" \
     -n "agentbox nspawn: python" "$(ab nspawn "" "$PYW")" \
     -n "systemd-nspawn: python" "systemd-nspawn $nspawn_args -- $PYW"
+
+# --- Paired, interleaved runs of the fast engines (bench/paired.py): each round runs agentbox and
+# the raw tool back to back, so load drifting between hyperfine's blocks cannot move one row alone.
+# agentbox runs in the host's mount namespace as a user starts it; raw crun and nspawn in the
+# namespace they need, started and timed there by a helper (no wrapper is timed with any row).
+python3 - "$work/paired-spec.json" "$BIN" "$PY" "$(runc_raw true)" "$(runc_raw python)" \
+    "$(crun_raw true)" "$(crun_raw python)" "systemd-nspawn $nspawn_args --" "$UNIFIED_OFF" "$NSPAWN_RUN" <<'PY'
+import json, shlex, sys
+out, ab, py, runc_t, runc_p, crun_t, crun_p, nspawn, unified_off, nspawn_run = sys.argv[1:]
+pairs = []
+for w, args in [("true", ["/bin/true"]), ("python", [py, "-c", "pass"])]:
+    pairs += [
+        {"name": f"runc: {w}", "agentbox": [ab, "run", "--tier", "oci", "--runtime", "runc", "--", *args],
+         "raw": shlex.split(runc_t if w == "true" else runc_p)},
+        {"name": f"crun: {w}", "agentbox": [ab, "run", "--tier", "oci", "--runtime", "crun", "--", *args],
+         "raw": shlex.split(crun_t if w == "true" else crun_p), "raw_setup": unified_off},
+        {"name": f"nspawn: {w}", "agentbox": [ab, "run", "--tier", "nspawn", "--", *args],
+         "raw": shlex.split(nspawn) + args, "raw_setup": nspawn_run},
+    ]
+json.dump({"pairs": pairs}, open(out, "w"), indent=1)
+PY
+python3 bench/paired.py "${PAIRED_ROUNDS:-60}" "$work/paired.json" "$work/paired-spec.json"
 
 # --- Docker: a private daemon with userns-remap ------------------------------------------------------
 useradd --system --no-create-home --shell /usr/sbin/nologin "$DK_USER"
@@ -368,6 +410,14 @@ helpers = [
     f"- `runsc delete --force` (run only when a process of the container is left): **{med('gvisor', 'helper: runsc delete --force (absent)'):.1f} ms**.",
 ]
 ac = json.load(open(f"{work}/seccomp.json.agentbox-config.json"))
+paired = json.load(open(f"{work}/paired.json"))
+paired_rows = ["| engine: workload | agentbox median ms | raw median ms | per-round ratio (median) | 95 % interval | target |",
+               "|---|---|---|---|---|---|"]
+for name, p in paired.items():
+    lo, hi = p["ratio_ci95"]
+    paired_rows.append(f"| {name} | {ms(statistics.median(p['agentbox'])):.1f} | {ms(statistics.median(p['raw'])):.1f} | "
+                       f"**{p['ratio_median']:.2f}×** | {lo:.2f}–{hi:.2f} | {verdict(p['ratio_median'])} |")
+paired_n = len(next(iter(paired.values()))["raw"])
 lines = [
     "# Benchmarks: engine tiers against the raw engines",
     "",
@@ -384,6 +434,17 @@ lines = [
     "| engine | workload | agentbox ms | raw ms | agentbox adds ms | agentbox / raw | target |",
     "|---|---|---|---|---|---|---|",
     *summary,
+    "",
+    "### Paired, interleaved runs (runc, crun, nspawn)",
+    "",
+    f"`bench/paired.py`, {paired_n} rounds per pair after 3 warm-ups: each round runs agentbox and the raw tool back to",
+    "back (alternating which goes first) and takes their ratio, so a change in the host's load between",
+    "hyperfine's blocks cannot move one row alone. agentbox runs in the host's mount namespace, as a user starts",
+    "it; raw crun (cgroup2 unmounted) and raw nspawn (a tmpfs on /run/systemd/nspawn) run in a namespace prepared",
+    "for them, started and timed there by a helper process the same way (posix_spawn, wait): no `nsenter` or",
+    "shell is timed with any row. The interval is a bootstrap of the per-round ratios' median.",
+    "",
+    *paired_rows,
     "",
     "## What is compared",
     "",
@@ -415,9 +476,10 @@ lines = [
     "- **systemd-nspawn**: agentbox's flags (`--quiet --keep-unit --register=no --as-pid2 --console=pipe",
     "  --link-journal=no --resolv-conf=off --timezone=off --kill-signal=SIGKILL --private-network",
     "  --drop-capability=all --no-new-privileges=yes --private-users=BASE:65536 --private-users-ownership=off",
-    "  --hostname --chdir --rlimit=NOFILE=1024`) and `--bind-ro` for each bind. Not in the raw row: agentbox's",
+    "  --hostname --chdir --rlimit=NOFILE=1024`), `--bind-ro` for each bind, and agentbox's own",
     "  `--system-call-filter` arguments (the allowed names nspawn's base list lacks, about 20, and the names to",
-    "  remove from it, about 110), `--setenv`s and the `env -i` wrapper it starts the command through, and the",
+    "  remove from it, about 110), read from a live agentbox run. Not in the raw row: agentbox's `--setenv`s and",
+    "  the `env -i` wrapper it starts the command through (one more exec in the container), and the",
     "  memory/pids cgroup agentbox puts nspawn in (the tier enforces limits in the caller's cgroup). nspawn wants",
     "  `/run/systemd/nspawn` on a tmpfs on a host without systemd, so the nspawn run is inside `unshare -m` with one.",
     f"- **docker**: a private `dockerd` started by the script (own data root, `--bridge=none --iptables=false",
