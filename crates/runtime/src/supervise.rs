@@ -330,12 +330,15 @@ impl Launched {
         policy: &Policy,
         outcome: Result<(Exit, bool), RunError>,
     ) -> Result<ExitRecord, RunError> {
-        // A child that ended by itself has written its whole report (no other process holds the
-        // pipe's close-on-exec write end): read it first, for an engine child's word that its
-        // container is gone. Otherwise the report is read once everything is killed.
+        // An engine child that ended by itself has written its whole report (it starts other
+        // programs only by exec, which closes the pipe's close-on-exec write end): read it first,
+        // for its word that its container is gone. Otherwise, and on the other tiers (nothing to
+        // learn early there), the report is read once everything is killed, as it always was.
         let mut report = String::new();
         let mut report_pipe = std::fs::File::from(self.report);
-        let ended_by_itself = self.sandbox.reaped && matches!(outcome, Ok((Exit::Code(_), false)));
+        let ended_by_itself = self.sandbox.engine.is_some()
+            && self.sandbox.reaped
+            && matches!(outcome, Ok((Exit::Code(_), false)));
         if ended_by_itself {
             let _ = report_pipe.read_to_string(&mut report);
         }
