@@ -41,34 +41,30 @@ use oci_spec::runtime::{
 
 use crate::runtimes::Runtime;
 use crate::{cgroups, EngineError, ExecProcess, Sandbox};
+use agentbox_policy::proc_view;
 
-/// /proc files hidden (bound to /dev/null by the runtime), as in the `ns` tier.
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/sysrq-trigger",
-    "/proc/timer_list",
-    "/proc/sched_debug",
-    "/proc/kallsyms",
-    "/proc/kmsg",
-    "/proc/kpagecount",
-    "/proc/kpageflags",
-    "/proc/kpagecgroup",
-    "/proc/latency_stats",
-    "/proc/timer_stats",
-    "/proc/acpi",
-    "/proc/scsi",
-    "/proc/asound",
-    "/sys/firmware",
-];
-/// /proc subtrees made read-only.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/sys",
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sysrq-trigger",
-];
+/// Paths hidden from the command (bound to /dev/null, or an empty tmpfs for a directory, by the
+/// runtime): the `ns` tier's (`agentbox_policy::proc_view`), and /sys/firmware, which the `ns`
+/// tier does not mount at all.
+pub fn masked_paths() -> Vec<String> {
+    proc_view::MASKED_FILES
+        .iter()
+        .chain(proc_view::MASKED_DIRS)
+        .chain(&["/sys/firmware"])
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Paths made read-only: the `ns` tier's, and /proc/sysrq-trigger (masked as well; read-only
+/// where a runtime cannot mask it).
+pub fn readonly_paths() -> Vec<String> {
+    proc_view::READ_ONLY
+        .iter()
+        .chain(&["/proc/sysrq-trigger"])
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// Host tasks of a gVisor sandbox itself (sentry threads, gofer), added to its pids limit.
 pub const GVISOR_PIDS_OVERHEAD: u64 = 128;
 /// The CPU bandwidth period (100 ms, the kernel's default).
@@ -190,18 +186,8 @@ pub fn spec(sandbox: &Sandbox, runtime: &Runtime) -> Result<Spec, EngineError> {
         .namespaces(namespaces)
         .resources(resources.build().map_err(invalid)?)
         .cgroups_path(cgroups::cgroups_path(&sandbox.id))
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .masked_paths(masked_paths())
+        .readonly_paths(readonly_paths())
         .rootfs_propagation("rprivate");
     linux = linux.seccomp(crate::seccomp::linux_seccomp(&sandbox.seccomp)?);
 

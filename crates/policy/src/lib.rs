@@ -5,6 +5,7 @@
 mod error;
 pub mod net;
 mod network;
+pub mod proc_view;
 mod spec;
 mod units;
 mod validate;

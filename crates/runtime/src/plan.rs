@@ -23,25 +23,10 @@ pub const HOST_ETC_ENTRIES: &[&str] = &[
     "/etc/os-release",
     "/etc/ssl",
 ];
-/// /proc files hidden behind /dev/null: kernel memory, keyrings, sysrq, scheduler internals.
-pub const PROC_MASKED_FILES: &[&str] = &[
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/sysrq-trigger",
-    "/proc/timer_list",
-    "/proc/sched_debug",
-    "/proc/kallsyms",
-    "/proc/kmsg",
-    "/proc/kpagecount",
-    "/proc/kpageflags",
-    "/proc/kpagecgroup",
-    "/proc/latency_stats",
-    "/proc/timer_stats",
-];
-/// /proc directories hidden behind an empty read-only tmpfs.
-pub const PROC_MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi", "/proc/asound"];
-/// /proc subtrees made read-only.
-pub const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"];
+/// What every tier hides of /proc: `agentbox_policy::proc_view`, shared with the OCI bundle.
+pub use agentbox_policy::proc_view::{
+    MASKED_DIRS as PROC_MASKED_DIRS, MASKED_FILES as PROC_MASKED_FILES, READ_ONLY as PROC_READ_ONLY,
+};
 /// Device nodes bound from the host into the sandbox's /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// Directories the command may write, besides writable mounts.
