@@ -67,11 +67,7 @@ pub fn reap_with_usage(pid: i32) -> Result<Option<(Exit, ChildUsage)>, SysError>
         if ret == 0 {
             return Ok(None);
         }
-        let exit = if libc::WIFSIGNALED(status) {
-            Exit::Signal(libc::WTERMSIG(status))
-        } else {
-            Exit::Code(libc::WEXITSTATUS(status))
-        };
+        let exit = Exit::from_status(status);
         let time = |t: libc::timeval| {
             Duration::from_secs(t.tv_sec.max(0) as u64)
                 + Duration::from_micros(t.tv_usec.max(0) as u64)

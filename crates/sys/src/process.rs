@@ -106,6 +106,15 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// How a child ended, from the status `waitpid`/`wait4` wrote.
+    pub(crate) fn from_status(status: i32) -> Exit {
+        if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+
     /// The shell convention: the code, or 128 + signal.
     pub fn shell_code(self) -> i32 {
         match self {
@@ -134,12 +143,7 @@ pub fn wait(pid: i32, nohang: bool) -> Result<Option<(i32, Exit)>, SysError> {
         if ret == 0 {
             return Ok(None);
         }
-        let exit = if libc::WIFSIGNALED(status) {
-            Exit::Signal(libc::WTERMSIG(status))
-        } else {
-            Exit::Code(libc::WEXITSTATUS(status))
-        };
-        return Ok(Some((ret, exit)));
+        return Ok(Some((ret, Exit::from_status(status))));
     }
 }
 
