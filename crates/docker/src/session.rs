@@ -303,14 +303,28 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), EngineError> {
         v: true,
         ..Default::default()
     };
-    match docker.remove_container(id, Some(options)).await {
-        Ok(())
-        | Err(DockerError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(e) => Err(setup(format!("removing container {id}"), e)),
+    // 409: another client's removal is in progress. It may still be abandoned (a client killed
+    // mid-request), so ask again until the container is gone.
+    let mut conflicts = 0;
+    loop {
+        match docker.remove_container(id, Some(options.clone())).await {
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) if conflicts < REMOVE_CONFLICT_RETRIES => {
+                conflicts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(setup(format!("removing container {id}"), e)),
+        }
     }
 }
+
+/// How many times (100 ms apart) a removal that conflicts with one in progress is asked again.
+const REMOVE_CONFLICT_RETRIES: u32 = 100;
 
 pub(crate) async fn create(socket: &Path, sandbox: &Sandbox) -> Result<(), EngineError> {
     let docker = connect(socket)?;

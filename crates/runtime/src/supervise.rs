@@ -21,7 +21,7 @@
 //! a cgroup, it names no file and the supervisor attaches the child itself.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -458,6 +458,23 @@ impl Sandbox {
     }
 
     /// Reaps the child if it has exited; true then.
+    /// Whether this is an engine tier's child (it drives a runtime or a daemon).
+    pub(crate) fn is_engine(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Waits up to `timeout` for the child to end by itself, without signalling it; reaps it if it
+    /// did. Returns whether it has ended.
+    pub(crate) fn await_exit(&mut self, timeout: Duration) -> bool {
+        if !self.reaped {
+            if let Ok(pidfd) = process::pidfd_open(self.child) {
+                let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+                let _ = agentbox_sys::msg::poll_readable(&[pidfd.as_raw_fd()], ms);
+            }
+        }
+        self.init_exited()
+    }
+
     pub(crate) fn init_exited(&mut self) -> bool {
         if !self.reaped && matches!(process::wait(self.child, true), Ok(Some(_))) {
             self.reaped = true;

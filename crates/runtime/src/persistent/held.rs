@@ -46,6 +46,18 @@ impl Held {
         }
     }
 
+    /// Once its channel is closed, gives an engine tier's child up to `timeout` to remove its
+    /// container itself and end, before [`Held::finish`] would kill it: killed in the middle of
+    /// its own removal (a request to the Docker daemon, a runtime's `delete`), it could leave the
+    /// engine busy with it when the supervisor's own removal comes.
+    pub(crate) fn let_engine_child_end(&mut self, timeout: std::time::Duration) {
+        if let Held::Sandbox(l) = self {
+            if l.sandbox.is_engine() {
+                l.sandbox.await_exit(timeout);
+            }
+        }
+    }
+
     /// Tears the sandbox down: nothing of it survives.
     pub(crate) fn finish(self, policy: &Policy) {
         match self {

@@ -19,6 +19,11 @@ use super::wasm::{self, WasmExec};
 use crate::net::NetContext;
 use crate::{exit_code, RunError};
 
+/// How long an engine tier's child may take to remove its container itself once its channel
+/// closes (a Docker daemon's removal of a running container takes about a second) before it is
+/// killed and the supervisor removes the container by name.
+const ENGINE_END_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Options of `agentbox create` beyond the policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,6 +289,7 @@ fn supervise(
         wasm,
     );
     drop(ours);
+    held.let_engine_child_end(ENGINE_END_TIMEOUT);
     held.finish(policy);
     let _ = std::fs::remove_dir_all(state.dir());
     if let Some(conn) = stopper {
