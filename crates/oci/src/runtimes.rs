@@ -144,9 +144,10 @@ pub fn probe(runtime: &Runtime) -> Availability {
     }
 }
 
-/// Whether `name` is an executable file along PATH or in the sbin directories.
-fn installed(name: &str) -> bool {
-    resolve(name).is_some()
+/// Whether `name` is an executable file along PATH or in the sbin directories (looked up once:
+/// the spawn that follows uses the same [`program`]).
+fn installed(name: &'static str) -> bool {
+    program(name).is_absolute()
 }
 
 /// Where the runtime `name` is: the first executable file of that name along PATH, then in the
